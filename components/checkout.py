@@ -1,0 +1,337 @@
+"""The checkout service on the existing cluster, with an IAM role scoped to this event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.context import EventContext, allow, policy_document
+from components.naming import k8s_labels
+
+SERVICE_ACCOUNT = "checkout"
+RUN_AS_USER = 10001
+METRICS_NAMESPACE = "Popstack/Checkout"
+
+
+@dataclass(frozen=True)
+class CheckoutDependencies:
+    """ARNs and endpoints of the stack's other parts that checkout reads or writes."""
+
+    table_arn: pulumi.Input[str]
+    table_name: pulumi.Input[str]
+    queue_arn: pulumi.Input[str]
+    queue_url: pulumi.Input[str]
+    receipts_bucket_arn: pulumi.Input[str]
+    receipts_bucket_name: pulumi.Input[str]
+    cache_endpoint: pulumi.Input[str]
+    cache_arn: pulumi.Input[str]
+    cache_user_arn: pulumi.Input[str]
+    cache_auth_secret_arn: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    secret_arns: dict[str, pulumi.Input[str]]
+    appconfig_application_id: pulumi.Input[str]
+    appconfig_environment_id: pulumi.Input[str]
+    appconfig_profile_id: pulumi.Input[str]
+
+
+class CheckoutService(pulumi.ComponentResource):
+    """Namespace, service account (IRSA), Deployment, Service, HPA and PDB for checkout."""
+
+    def __init__(
+        self,
+        name: str,
+        context: EventContext,
+        provider: k8s.Provider,
+        deps: CheckoutDependencies,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("popstack:checkout:CheckoutService", name, None, opts)
+        self.context = context
+        self.k8s_opts = pulumi.ResourceOptions(parent=self, provider=provider)
+        self.labels = k8s_labels(context.event_id, "checkout")
+        self.namespace_name = context.name("k8s")
+        self.deployment_name = context.name("k8s", "checkout")
+
+        self.role = self._create_role(name, deps)
+
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={"name": self.namespace_name, "labels": self.labels},
+            opts=self.k8s_opts,
+        )
+        ns_opts = pulumi.ResourceOptions.merge(
+            self.k8s_opts, pulumi.ResourceOptions(depends_on=[self.namespace])
+        )
+
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={
+                "name": SERVICE_ACCOUNT,
+                "namespace": self.namespace_name,
+                "labels": self.labels,
+                "annotations": {"eks.amazonaws.com/role-arn": self.role.arn},
+            },
+            opts=ns_opts,
+        )
+
+        # Security groups for pods (VPC CNI): the cache accepts only this group.
+        self.security_group_policy = k8s.apiextensions.CustomResource(
+            f"{name}-sg-policy",
+            api_version="vpcresources.k8s.aws/v1beta1",
+            kind="SecurityGroupPolicy",
+            metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
+            spec={
+                "podSelector": {"matchLabels": self.labels},
+                "securityGroups": {"groupIds": [deps.security_group_id]},
+            },
+            opts=ns_opts,
+        )
+
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": self.deployment_name, "namespace": self.namespace_name, "labels": self.labels},
+            spec=self._deployment_spec(deps),
+            opts=pulumi.ResourceOptions.merge(
+                ns_opts, pulumi.ResourceOptions(depends_on=[self.service_account])
+            ),
+        )
+
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
+            spec={
+                "type": "ClusterIP",
+                "selector": self.labels,
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+            opts=ns_opts,
+        )
+
+        checkout = context.spec.checkout
+        self.autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
+            spec={
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": self.deployment_name,
+                },
+                "minReplicas": checkout.min_replicas,
+                "maxReplicas": checkout.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": checkout.target_cpu_percent,
+                            },
+                        },
+                    }
+                ],
+            },
+            opts=ns_opts,
+        )
+
+        # maxUnavailable 1 always permits one eviction, whatever the replica count,
+        # so this budget can slow a node drain but never block it.
+        self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.labels}},
+            opts=ns_opts,
+        )
+
+        self.register_outputs(
+            {
+                "namespace": self.namespace_name,
+                "serviceHost": f"checkout.{self.namespace_name}.svc.cluster.local",
+                "roleArn": self.role.arn,
+            }
+        )
+
+    def _create_role(self, name: str, deps: CheckoutDependencies) -> aws.iam.Role:
+        context = self.context
+        issuer = context.spec.cluster.oidc_issuer
+        subject = f"system:serviceaccount:{context.name('k8s')}:{SERVICE_ACCOUNT}"
+        role = aws.iam.Role(
+            f"{name}-role",
+            name=context.name("iam", "checkout-role"),
+            description=f"Checkout pods of event {context.event_id} (IRSA)",
+            assume_role_policy=policy_document(
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": context.spec.cluster.oidc_provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{issuer}:sub": subject,
+                            f"{issuer}:aud": "sts.amazonaws.com",
+                        }
+                    },
+                }
+            ),
+            tags=context.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        app_arn = pulumi.Output.concat(
+            context.arn("appconfig", "application/"), deps.appconfig_application_id
+        )
+        secret_arns = list(deps.secret_arns.values()) + [deps.cache_auth_secret_arn]
+        policy = pulumi.Output.all(
+            table=deps.table_arn,
+            queue=deps.queue_arn,
+            bucket=deps.receipts_bucket_arn,
+            cache=deps.cache_arn,
+            user=deps.cache_user_arn,
+            app=app_arn,
+            secrets=pulumi.Output.all(*secret_arns),
+        ).apply(
+            lambda arns: policy_document(
+                allow(
+                    [
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:Query",
+                        "dynamodb:ConditionCheckItem",
+                    ],
+                    [arns["table"]],
+                    "WriteOrders",
+                ),
+                allow(
+                    ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                    [arns["queue"]],
+                    "PublishOrderEvents",
+                ),
+                allow(["s3:PutObject"], [f"{arns['bucket']}/receipts/*"], "UploadReceipts"),
+                allow(["elasticache:Connect"], [arns["cache"], arns["user"]], "ConnectCache"),
+                allow(
+                    ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    list(arns["secrets"]),
+                    "ReadEventSecrets",
+                ),
+                allow(
+                    ["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"],
+                    [f"{arns['app']}/*"],
+                    "ReadFlags",
+                ),
+                # X-Ray and PutMetricData have no resource-level permissions; the
+                # metric namespace condition keeps the latter to checkout's metrics.
+                allow(
+                    ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                    ["*"],
+                    "SendTraces",
+                ),
+                allow(
+                    ["cloudwatch:PutMetricData"],
+                    ["*"],
+                    "PublishCheckoutMetrics",
+                    Condition={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+                ),
+            )
+        )
+        self.role_policy = aws.iam.RolePolicy(
+            f"{name}-role-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=self)
+        )
+        return role
+
+    def _deployment_spec(self, deps: CheckoutDependencies) -> dict:
+        context = self.context
+        checkout = context.spec.checkout
+        environment = {
+            "POPSTACK_EVENT_ID": context.event_id,
+            "AWS_REGION": context.region,
+            "ORDERS_TABLE": deps.table_name,
+            "ORDER_QUEUE_URL": deps.queue_url,
+            "RECEIPTS_BUCKET": deps.receipts_bucket_name,
+            "CACHE_ENDPOINT": deps.cache_endpoint,
+            "CACHE_AUTH_SECRET_ARN": deps.cache_auth_secret_arn,
+            "APPCONFIG_APPLICATION": deps.appconfig_application_id,
+            "APPCONFIG_ENVIRONMENT": deps.appconfig_environment_id,
+            "APPCONFIG_PROFILE": deps.appconfig_profile_id,
+            "CHECKOUT_CURRENCY": context.spec.currency,
+            "CHECKOUT_LOCATIONS": ",".join(location.id for location in context.spec.locations),
+            "METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "AWS_XRAY_TRACING_NAME": self.deployment_name,
+        }
+        for secret_name, arn in sorted(deps.secret_arns.items()):
+            environment["SECRET_ARN_" + secret_name.upper().replace("-", "_")] = arn
+        probe = {"port": "http"}
+        return {
+            "selector": {"matchLabels": self.labels},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": self.labels},
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": True,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS_USER,
+                        "runAsGroup": RUN_AS_USER,
+                        "fsGroup": RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": self.labels},
+                        },
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": self.labels},
+                        },
+                    ],
+                    "containers": [
+                        {
+                            "name": "checkout",
+                            "image": checkout.image,
+                            "ports": [
+                                {"name": "http", "containerPort": checkout.port, "protocol": "TCP"}
+                            ],
+                            "env": [{"name": k, "value": v} for k, v in environment.items()],
+                            "resources": {
+                                "requests": {
+                                    "cpu": checkout.cpu_request,
+                                    "memory": checkout.memory_request,
+                                },
+                                "limits": {
+                                    "cpu": checkout.cpu_limit,
+                                    "memory": checkout.memory_limit,
+                                },
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": checkout.ready_path, **probe},
+                                "periodSeconds": 5,
+                                "failureThreshold": 3,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": checkout.health_path, **probe},
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        }

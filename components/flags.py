@@ -1,0 +1,135 @@
+"""Feature flags that act as kill switches, held in AWS AppConfig.
+
+Flags are flipped during the event without a deploy (`popstack flag`); the
+checkout service polls the profile through the AppConfig data API.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from components.context import EventContext
+from components.spec import EventSpec
+
+PROFILE_TYPE = "AWS.AppConfig.FeatureFlags"
+ENVIRONMENT = "live"
+PROFILE = "kill-switches"
+
+
+def location_flag(location_id: str) -> str:
+    """Return the flag key for one location; AppConfig flag keys take no '-'."""
+    return "location_" + location_id.replace("-", "_") + "_enabled"
+
+
+def flag_document(spec: EventSpec) -> dict:
+    """Build the AppConfig feature-flag document (format version 1) for the spec's values."""
+    flags: dict[str, dict] = {
+        "checkout_enabled": {
+            "name": "Checkout enabled",
+            "description": "Off stops new orders everywhere",
+        },
+        "inventory_read_only": {
+            "name": "Inventory read-only",
+            "description": "On serves stock from the last sync and stops inventory writes",
+        },
+        "offline_receipts_allowed": {
+            "name": "Offline receipts allowed",
+            "description": "On lets staff take payment offline and upload receipts later",
+        },
+        "elevated_sampling": {
+            "name": "Elevated sampling",
+            "description": "On traces every checkout request",
+        },
+    }
+    values: dict[str, dict] = {
+        "checkout_enabled": {"enabled": spec.flags.checkout_enabled},
+        "inventory_read_only": {"enabled": spec.flags.inventory_read_only},
+        "offline_receipts_allowed": {"enabled": spec.flags.offline_receipts_allowed},
+        "elevated_sampling": {"enabled": spec.flags.elevated_sampling},
+    }
+    for location in spec.locations:
+        key = location_flag(location.id)
+        flags[key] = {"name": f"{location.name} enabled", "description": "Off closes this location"}
+        values[key] = {"enabled": spec.location_enabled(location.id)}
+    return {"version": "1", "flags": flags, "values": values}
+
+
+class FeatureFlags(pulumi.ComponentResource):
+    """An AppConfig application, environment and flag profile, deployed all at once."""
+
+    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("popstack:flags:FeatureFlags", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.application = aws.appconfig.Application(
+            f"{name}-app",
+            name=context.name("appconfig", "flags"),
+            description=f"Kill switches for {context.spec.title}",
+            tags=context.tags,
+            opts=child,
+        )
+
+        self.environment = aws.appconfig.Environment(
+            f"{name}-env",
+            application_id=self.application.id,
+            name=ENVIRONMENT,
+            tags=context.tags,
+            opts=child,
+        )
+
+        self.profile = aws.appconfig.ConfigurationProfile(
+            f"{name}-profile",
+            application_id=self.application.id,
+            name=PROFILE,
+            location_uri="hosted",
+            type=PROFILE_TYPE,
+            tags=context.tags,
+            opts=child,
+        )
+
+        self.initial_version = aws.appconfig.HostedConfigurationVersion(
+            f"{name}-initial",
+            application_id=self.application.id,
+            configuration_profile_id=self.profile.configuration_profile_id,
+            content_type="application/json",
+            content=json.dumps(flag_document(context.spec), sort_keys=True),
+            description="Initial flag values from the stack file",
+            opts=child,
+        )
+
+        # A kill switch must take effect at once, not over a gradual rollout.
+        self.strategy = aws.appconfig.DeploymentStrategy(
+            f"{name}-all-at-once",
+            name=context.name("appconfig", "all-at-once"),
+            deployment_duration_in_minutes=0,
+            final_bake_time_in_minutes=0,
+            growth_factor=100,
+            growth_type="LINEAR",
+            replicate_to="NONE",
+            tags=context.tags,
+            opts=child,
+        )
+
+        self.deployment = aws.appconfig.Deployment(
+            f"{name}-deployment",
+            application_id=self.application.id,
+            environment_id=self.environment.environment_id,
+            configuration_profile_id=self.profile.configuration_profile_id,
+            configuration_version=self.initial_version.version_number.apply(str),
+            deployment_strategy_id=self.strategy.id,
+            description="Deploy the initial flag values",
+            tags=context.tags,
+            opts=child,
+        )
+
+        self.register_outputs(
+            {
+                "applicationId": self.application.id,
+                "environmentId": self.environment.environment_id,
+                "profileId": self.profile.configuration_profile_id,
+                "strategyId": self.strategy.id,
+            }
+        )

@@ -1,0 +1,45 @@
+"""X-Ray sampling scoped to the event's checkout service."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.context import EventContext
+
+# Share of requests traced, normally and with the elevated-sampling flag on.
+BASE_RATE = 0.05
+ELEVATED_RATE = 1.0
+
+
+def checkout_service_name(context: EventContext) -> str:
+    """The X-Ray service name the checkout service reports, used to scope the rule."""
+    return context.name("k8s", "checkout")
+
+
+class Tracing(pulumi.ComponentResource):
+    """An X-Ray sampling rule that matches only this event's checkout traces."""
+
+    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("popstack:observability:Tracing", name, None, opts)
+        elevated = context.spec.flags.elevated_sampling
+
+        self.sampling_rule = aws.xray.SamplingRule(
+            f"{name}-sampling",
+            rule_name=context.name("xray"),
+            priority=100,
+            version=1,
+            reservoir_size=50 if elevated else 5,
+            fixed_rate=ELEVATED_RATE if elevated else BASE_RATE,
+            service_name=checkout_service_name(context),
+            service_type="*",
+            host="*",
+            http_method="*",
+            url_path="*",
+            resource_arn="*",
+            attributes={"event": context.event_id},
+            tags=context.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        self.register_outputs({"samplingRuleName": self.sampling_rule.rule_name})

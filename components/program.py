@@ -1,0 +1,43 @@
+"""The Pulumi program: read the event spec from stack config and build one EventStack."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.context import EventContext
+from components.event_stack import EventStack
+from components.spec import EXPORT_VERIFIED_KEY, NAMESPACE, SpecError, spec_from_config
+
+
+
+def run() -> EventStack:
+    """Build the stack for the current Pulumi stack's config and export its outputs."""
+    stack = pulumi.get_stack()
+    source = f"stacks/Pulumi.{stack}.yaml"
+    try:
+        spec = spec_from_config(_all_config(), source)
+    except SpecError as error:
+        # RunError prints the message alone, without a Python traceback.
+        raise pulumi.RunError(str(error)) from None
+
+    config = pulumi.Config(NAMESPACE)
+    identity = aws.get_caller_identity()
+    context = EventContext(
+        spec=spec,
+        account_id=identity.account_id,
+        region=pulumi.Config("aws").require("region"),
+        partition=aws.get_partition().partition,
+        export_verified=bool(config.get(EXPORT_VERIFIED_KEY)),
+    )
+    event = EventStack(spec.id, context, stack=stack, kubeconfig=config.get_secret("kubeconfig"))
+    for key, value in event.outputs.items():
+        pulumi.export(key, value)
+    return event
+
+
+def _all_config() -> dict[str, str]:
+    """Return the stack's whole config map, as the engine or the mock runner set it."""
+    from pulumi.runtime import config as runtime_config
+
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}

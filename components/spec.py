@@ -1,0 +1,597 @@
+"""The typed event spec: one event, read from the `popstack:` keys of a stack file.
+
+A stack file `stacks/Pulumi.<stack>.yaml` holds the event under the `popstack:`
+config namespace, one top-level key per field (`popstack:id`, `popstack:window`,
+...). `load_stack_file` reads and checks it offline with line numbers; the
+Pulumi program reads the same keys from `pulumi.Config` through `spec_from_config`.
+Both raise `SpecError`, which lists every bad value with its key path and fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from iso4217 import Currency
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from components.naming import MAX_SECRET_NAME, longest_name_problem, max_event_id_length
+
+NAMESPACE = "popstack"
+
+# Secrets Manager accepts AutomaticallyAfterDays from 1 to 1000.
+MIN_ROTATION_DAYS = 1
+MAX_ROTATION_DAYS = 1000
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+IMAGE_REF = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi)?$")
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class SpecError(Exception):
+    """One or more invalid values in a stack file, each with its key path and fix."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"{self.source}: {count} invalid value{'s' if count != 1 else ''} in the event spec"
+        return head + "\n" + "\n".join(f"  {problem}" for problem in self.problems)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=False,
+        frozen=True,
+        strict=True,
+    )
+
+
+class Window(_Model):
+    """When doors open and close, each edge with its own UTC offset."""
+
+    opens: datetime
+    closes: datetime
+    time_zone: str
+    pre_sync_hours: int = Field(default=6, ge=0, le=72)
+
+    @field_validator("opens", "closes", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> datetime:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO 8601 time; write it as 2027-03-12T10:00:00+00:00"
+                ) from None
+        else:
+            raise ValueError(f"expected an ISO 8601 time string, got {type(value).__name__}")
+        if parsed.tzinfo is None:
+            raise ValueError(
+                f"{value!s} has no UTC offset; add one, for example {parsed.isoformat()}+00:00"
+            )
+        return parsed
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; use an IANA name such as Europe/Lisbon"
+            raise ValueError(f"{value!r} is not an IANA time zone{hint}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _order_and_offsets(self) -> Window:
+        if self.closes <= self.opens:
+            raise ValueError(
+                f"closes ({self.closes.isoformat()}) is not after opens ({self.opens.isoformat()}); "
+                "swap them or move closes later"
+            )
+        zone = ZoneInfo(self.time_zone)
+        for edge in ("opens", "closes"):
+            moment: datetime = getattr(self, edge)
+            expected = moment.astimezone(zone).utcoffset()
+            if moment.utcoffset() != expected:
+                local = moment.astimezone(zone).isoformat()
+                raise ValueError(
+                    f"{edge} {moment.isoformat()} has offset {_offset(moment.utcoffset())} but "
+                    f"{self.time_zone} is at {_offset(expected)} then; write it as {local}"
+                )
+        return self
+
+    @property
+    def pre_sync_starts(self) -> datetime:
+        return self.opens - timedelta(hours=self.pre_sync_hours)
+
+
+class Location(_Model):
+    id: Annotated[str, StringConstraints(pattern=DNS_LABEL.pattern, max_length=20)]
+    name: Text
+
+
+class Checkout(_Model):
+    image: str
+    min_replicas: int = Field(default=2, ge=1, le=100)
+    max_replicas: int = Field(default=6, ge=1, le=500)
+    port: int = Field(default=8080, ge=1024, le=65535)
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "256Mi"
+    memory_limit: str = "512Mi"
+    target_cpu_percent: int = Field(default=65, ge=10, le=95)
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        match = IMAGE_REF.match(value)
+        if not match:
+            raise ValueError(
+                f"{value!r} is not an image reference; write registry/repository:tag or @sha256:digest"
+            )
+        if match["tag"] is None and match["digest"] is None:
+            raise ValueError(f"{value!r} has no tag or digest; pin it, for example {value}:1.4.2")
+        if match["tag"] == "latest":
+            raise ValueError(
+                f"{value!r} uses the tag 'latest', which is rejected; pin a version tag or a digest"
+            )
+        return value
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity such as 250m or 512Mi")
+        return value
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> Checkout:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is greater than maxReplicas "
+                f"({self.max_replicas}); raise maxReplicas or lower minReplicas"
+            )
+        return self
+
+
+class Cache(_Model):
+    engine: Literal["valkey", "redis"] = "valkey"
+    max_data_storage_gb: int = Field(default=5, ge=1, le=5000)
+    max_ecpu_per_second: int = Field(default=5000, ge=1000, le=15_000_000)
+
+
+class Queues(_Model):
+    type: Literal["standard", "fifo"] = "standard"
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
+    retention_hours: int = Field(default=96, ge=1, le=335)
+    visibility_timeout_seconds: int = Field(default=60, ge=0, le=43200)
+
+
+class Flags(_Model):
+    """Initial values of the kill switches; a location missing here starts enabled."""
+
+    checkout_enabled: bool = True
+    inventory_read_only: bool = False
+    offline_receipts_allowed: bool = True
+    elevated_sampling: bool = False
+    locations: dict[str, bool] = Field(default_factory=dict)
+
+
+class Secret(_Model):
+    name: Annotated[str, StringConstraints(pattern=DNS_LABEL.pattern, max_length=MAX_SECRET_NAME)]
+    rotation_days: int
+    description: str = ""
+
+    @field_validator("rotation_days")
+    @classmethod
+    def _rotation_range(cls, value: int) -> int:
+        if not MIN_ROTATION_DAYS <= value <= MAX_ROTATION_DAYS:
+            raise ValueError(
+                f"{value} days is outside what Secrets Manager accepts; "
+                f"use {MIN_ROTATION_DAYS} to {MAX_ROTATION_DAYS}"
+            )
+        return value
+
+
+class Alerts(_Model):
+    email: str | None = None
+    topic_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Alerts:
+        if (self.email is None) == (self.topic_arn is None):
+            raise ValueError("set exactly one of email or topicArn")
+        if self.email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
+            raise ValueError(f"{self.email!r} is not an email address")
+        if self.topic_arn is not None and not self.topic_arn.startswith("arn:aws:sns:"):
+            raise ValueError(f"{self.topic_arn!r} is not an SNS topic ARN (arn:aws:sns:...)")
+        return self
+
+
+class Cluster(_Model):
+    """The existing Kubernetes cluster and network the checkout service runs in."""
+
+    context: str | None = None
+    oidc_provider_arn: str
+    oidc_issuer: str
+    vpc_id: str
+    subnet_ids: list[str] = Field(min_length=1)
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_host(cls, value: str) -> str:
+        return value.removeprefix("https://")
+
+
+class Exports(_Model):
+    retention_days: int = Field(default=2555, ge=1, le=36500)
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+
+
+class EventSpec(_Model):
+    """One event: everything the stack is built from."""
+
+    id: str
+    title: Text
+    brand: Text
+    owner: Text
+    cost_centre: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    currency: str
+    window: Window
+    grace_hours: int = Field(default=72, ge=1, le=24 * 60)
+    locations: list[Location] = Field(min_length=1)
+    peak_rps: int = Field(ge=1, le=1_000_000)
+    checkout: Checkout
+    cache: Cache = Cache()
+    queues: Queues = Queues()
+    flags: Flags = Flags()
+    secrets: list[Secret] = Field(default_factory=list)
+    alerts: Alerts
+    cluster: Cluster
+    exports: Exports = Exports()
+
+    @field_validator("id")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL.match(value):
+            raise ValueError(
+                f"{value!r} is not a DNS-1123 label; use lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        limit = max_event_id_length()
+        if len(value) > limit:
+            problem = longest_name_problem(value) or "a derived name is too long"
+            raise ValueError(f"{value!r} is {len(value)} characters, too long: {problem}; "
+                             f"shorten the id to at most {limit} characters")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        try:
+            Currency(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO 4217 currency code; use three capitals such as EUR or JPY"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> EventSpec:
+        seen: set[str] = set()
+        for index, location in enumerate(self.locations):
+            if location.id in seen:
+                raise _FieldError(
+                    ("locations", index, "id"),
+                    f"duplicate location id {location.id!r}; give each location its own id",
+                )
+            seen.add(location.id)
+        for key in self.flags.locations:
+            if key not in seen:
+                raise _FieldError(
+                    ("flags", "locations", key),
+                    f"{key!r} is not a location of this event; use one of {sorted(seen)}",
+                )
+        names: set[str] = set()
+        for index, secret in enumerate(self.secrets):
+            if secret.name in names:
+                raise _FieldError(
+                    ("secrets", index, "name"),
+                    f"duplicate secret name {secret.name!r}; give each secret its own name",
+                )
+            names.add(secret.name)
+        return self
+
+    @property
+    def expires_at(self) -> datetime:
+        """The time after which the stack must be torn down, in UTC."""
+        return (self.window.closes + timedelta(hours=self.grace_hours)).astimezone(timezone.utc)
+
+    @property
+    def currency_exponent(self) -> int:
+        return int(Currency(self.currency).exponent or 0)
+
+    def location_enabled(self, location_id: str) -> bool:
+        return self.flags.locations.get(location_id, True)
+
+
+class _FieldError(ValueError):
+    """A cross-field problem raised with the key path it belongs to."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        self.path = path
+        super().__init__(message)
+
+
+def _offset(delta: timedelta | None) -> str:
+    minutes = int((delta or timedelta()).total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _fields_at(path: tuple[str | int, ...]) -> list[str]:
+    """Return the camelCase keys that are valid at a key path of the spec."""
+    model: Any = EventSpec
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = next(
+            (f for n, f in model.model_fields.items() if (f.alias or n) == part), None
+        )
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", ()) or (annotation,):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _key_path(parts: tuple[str | int, ...]) -> str:
+    text = f"{NAMESPACE}:"
+    for index, part in enumerate(parts):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += part if index == 0 else f".{part}"
+    return text
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "float_type": "a number",
+}
+
+
+def _problems(error: ValidationError, lines: Mapping[tuple, int], source: str) -> list[str]:
+    problems = []
+    for item in error.errors():
+        path = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        kind = item["type"]
+        context_error = (item.get("ctx") or {}).get("error")
+        if isinstance(context_error, _FieldError):
+            path = context_error.path
+            message = str(context_error)
+        elif kind == "extra_forbidden":
+            valid = _fields_at(path[:-1])
+            close = difflib.get_close_matches(str(path[-1]), valid, n=1, cutoff=0.5)
+            fix = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(valid)}"
+            message = f"unknown key {path[-1]!r}; {fix}"
+        elif kind == "missing":
+            message = "is required but missing; add it to the stack file"
+        elif kind in _TYPE_NAMES:
+            got = type(item.get("input")).__name__
+            message = f"expected {_TYPE_NAMES[kind]}, got {got} {item.get('input')!r}"
+        elif kind == "value_error":
+            message = str(context_error) if context_error else item["msg"]
+        elif kind == "literal_error":
+            message = f"{item.get('input')!r} is not allowed; {item['msg'].lower()}"
+        else:
+            message = f"{item['msg']} (got {item.get('input')!r})"
+        line = _line_for(lines, path)
+        where = f"{source}:{line}" if line else source
+        problems.append(f"{where}: {_key_path(path) if path else NAMESPACE}: {message}")
+    return problems
+
+
+def _line_for(lines: Mapping[tuple, int], path: tuple) -> int | None:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def parse_spec(
+    values: Mapping[str, Any], source: str, lines: Mapping[tuple, int] | None = None
+) -> EventSpec:
+    """Validate the `popstack:` values (keys without the namespace) into an EventSpec.
+
+    Raises SpecError naming every invalid value, its key path and the fix.
+    """
+    try:
+        return EventSpec.model_validate(dict(values), by_alias=True)
+    except ValidationError as error:
+        raise SpecError(source, _problems(error, lines or {}, source)) from None
+
+
+def _collect_lines(node: Any, path: tuple, lines: dict[tuple, int]) -> None:
+    if isinstance(node, CommentedMap):
+        for key in node:
+            line = node.lc.key(key)[0] + 1
+            lines[path + (str(key),)] = line
+            _collect_lines(node[key], path + (str(key),), lines)
+    elif isinstance(node, CommentedSeq):
+        for index, item in enumerate(node):
+            lines[path + (index,)] = node.lc.item(index)[0] + 1
+            _collect_lines(item, path + (index,), lines)
+
+
+def _plain(node: Any) -> Any:
+    """Convert ruamel's round-trip nodes into plain dicts, lists and scalars."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, datetime):
+        # YAML reads unquoted timestamps itself; keep the text so offsets survive.
+        return node.isoformat()
+    if isinstance(node, bool | int | float | str) or node is None:
+        return node.__class__(node) if node is not None else None
+    return node
+
+
+class StackFile(BaseModel):
+    """A parsed stack file: the event spec plus the rest of its config."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    path: Path
+    stack: str
+    spec: EventSpec
+    config: dict[str, Any]
+    secret_keys: list[str]
+    lines: dict[tuple, int]
+
+
+def read_yaml(path: Path) -> tuple[CommentedMap, dict[tuple, int]]:
+    """Read a stack file, raising SpecError with the line of any YAML syntax error."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(source, [f"{source}: file not found; create it with `popstack new`"]) from None
+    except UnicodeDecodeError as error:
+        raise SpecError(source, [f"{source}: byte {error.start} is not UTF-8; save the file as UTF-8"]) from None
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = error.problem or error.context or "invalid YAML"
+        raise SpecError(source, [f"{source}{line}: YAML syntax error: {problem}; fix the syntax there"]) from None
+    if not isinstance(document, CommentedMap) or not isinstance(document.get("config"), CommentedMap):
+        raise SpecError(source, [f"{source}: no `config:` mapping; a stack file holds `config:` with `{NAMESPACE}:` keys"])
+    lines: dict[tuple, int] = {}
+    config = document["config"]
+    for key in config:
+        if str(key).startswith(f"{NAMESPACE}:"):
+            short = str(key).split(":", 1)[1]
+            lines[(short,)] = config.lc.key(key)[0] + 1
+            _collect_lines(config[key], (short,), lines)
+    return config, lines
+
+
+def load_stack_file(path: str | Path) -> StackFile:
+    """Read and validate one stack file, raising SpecError on any invalid value."""
+    path = Path(path)
+    config, lines = read_yaml(path)
+    values: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    secret_keys: list[str] = []
+    for key, value in config.items():
+        key = str(key)
+        if isinstance(value, Mapping) and set(value) == {"secure"}:
+            secret_keys.append(key)
+        if key.startswith(f"{NAMESPACE}:"):
+            short = key.split(":", 1)[1]
+            if short in NON_SPEC_KEYS:
+                other[key] = _plain(value)
+            else:
+                values[short] = _plain(value)
+        else:
+            other[key] = _plain(value)
+    misplaced = [k for k in secret_keys if k.startswith(f"{NAMESPACE}:") and k.split(":", 1)[1] not in SECRET_CONFIG_KEYS]
+    if misplaced:
+        raise SpecError(str(path), [
+            f"{path}:{lines.get((k.split(':', 1)[1],), '?')}: {k}: the event spec holds no secret values; "
+            f"remove the secure value (secret config keys: {', '.join(SECRET_CONFIG_KEYS)})"
+            for k in misplaced
+        ])
+    spec = parse_spec(values, str(path), lines)
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    return StackFile(
+        path=path, stack=stack, spec=spec, config={**{f"{NAMESPACE}:{k}": v for k, v in values.items()}, **other},
+        secret_keys=secret_keys, lines=lines,
+    )
+
+
+# Config keys under the namespace that hold secret values (set with
+# `pulumi config set --secret`) rather than event spec fields.
+SECRET_CONFIG_KEYS = ("kubeconfig",)
+# Written by teardown once the export is verified (the manifest's S3 URI and
+# SHA-256); while it is unset, stateful resources stay protected.
+EXPORT_VERIFIED_KEY = "teardownVerifiedExport"
+NON_SPEC_KEYS = (*SECRET_CONFIG_KEYS, EXPORT_VERIFIED_KEY)
+
+
+def spec_from_config(config: Mapping[str, str], source: str) -> EventSpec:
+    """Build the spec from Pulumi's flat config map (`popstack:key` -> JSON or text)."""
+    values: dict[str, Any] = {}
+    for key, raw in config.items():
+        if not key.startswith(f"{NAMESPACE}:"):
+            continue
+        short = key.split(":", 1)[1]
+        if short in NON_SPEC_KEYS:
+            continue
+        values[short] = _decode(short, raw)
+    return parse_spec(values, source)
+
+
+def _decode(key: str, raw: str) -> Any:
+    """Decode one config value the way Pulumi stores it: JSON for objects, else text.
+
+    Pulumi hands every value over as text, so a string field keeps its text even
+    when it looks like a number (an event titled "2027").
+    """
+    field = next((f for n, f in EventSpec.model_fields.items() if f.alias == key), None)
+    if field is not None and field.annotation is str:
+        return raw
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return raw

@@ -184,12 +184,23 @@ class RecordingMonitor(mocks.MockMonitor):
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 ignore_changes=list(request.ignoreChanges),
-                inputs=rpc.deserialize_properties(request.object),
+                inputs=_integral(rpc.deserialize_properties(request.object)),
                 state=dict(registration.state) if registration else {},
                 id=registration.id if registration else "",
             )
         )
         return response
+
+
+def _integral(value: Any) -> Any:
+    """Turn whole floats back into ints: the wire format carries every number as a double."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 class _LogCollector(logging.Handler):

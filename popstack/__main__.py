@@ -1,0 +1,3 @@
+from popstack.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""Terminal rendering of a plan: the resource tree by part, policies, outputs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from popstack.plan import Plan, physical_name
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    """Print one plan for a person at a terminal."""
+    spec = plan.stack_file.spec
+    window = spec.window
+    console.print(
+        f"[bold]{plan.stack_file.stack}[/]: event [bold]{spec.id}[/] - {spec.title}\n"
+        f"window {window.opens.isoformat()} to {window.closes.isoformat()} ({window.time_zone}), "
+        f"expires {spec.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+        highlight=False,
+    )
+
+    tree = Tree(f"EventStack {spec.id}  ({plan.resource_count} resources)")
+    for part, resources in plan.parts.items():
+        branch = tree.add(f"[bold]{part}[/]  {len(resources)}")
+        for resource in resources:
+            flags = []
+            if resource.protect:
+                flags.append("protected")
+            if resource.retain_on_delete:
+                flags.append("kept on destroy")
+            label = f"{resource.type}  [cyan]{physical_name(resource) or resource.name}[/]"
+            if flags:
+                label += f"  [yellow]({', '.join(flags)})[/]"
+            branch.add(label)
+    console.print(tree, highlight=False)
+
+    path = " -> ".join(r.short_type for r in plan.critical_path)
+    console.print(f"dependency depth {plan.depth}: {path}", highlight=False)
+
+    if plan.policy_results:
+        render_policies(plan, console)
+
+    outputs = Table(title="outputs", show_header=False, box=None, pad_edge=False)
+    for key, value in plan.recording.outputs.items():
+        outputs.add_row(key, str(value))
+    console.print(outputs, highlight=False)
+
+    secrets = plan.stack_file.secret_keys
+    if secrets:
+        console.print(f"secret config (masked): {', '.join(secrets)}", highlight=False)
+    console.print()
+
+
+def render_policies(plan: Plan, console: Console) -> None:
+    """Print the verdict of each policy rule."""
+    table = Table(title="policies", box=None, pad_edge=False)
+    table.add_column("rule")
+    table.add_column("level")
+    table.add_column("verdict")
+    table.add_column("detail", overflow="fold")
+    for result in plan.policy_results:
+        verdict = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
+        if not result.passed and result.enforcement != "mandatory":
+            verdict = "[yellow]advice[/]"
+        table.add_row(result.rule, result.enforcement, verdict, "; ".join(result.messages))
+    console.print(table, highlight=False)

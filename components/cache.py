@@ -23,7 +23,9 @@ class Cache(pulumi.ComponentResource):
     for pods), and it is the only source the cache accepts connections from.
     """
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:cache:Cache", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         spec = context.spec
@@ -153,12 +155,14 @@ class Cache(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.endpoint = self.cache.endpoints.apply(
+            lambda endpoints: endpoints[0].address if endpoints else ""
+        )
+
         self.register_outputs(
             {
                 "cacheName": self.cache.name,
-                "endpoint": self.cache.endpoints.apply(
-                    lambda endpoints: endpoints[0].address if endpoints else None
-                ),
+                "endpoint": self.endpoint,
                 "authSecretArn": self.auth.secret.arn,
                 "checkoutSecurityGroupId": self.checkout_security_group.id,
             }

@@ -8,7 +8,7 @@ skip every UTC day that the freeze touches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from components.spec import Window
 
@@ -29,8 +29,8 @@ class RotationSchedule:
 def freeze_interval(window: Window) -> tuple[datetime, datetime]:
     """Return the UTC interval in which no secret may rotate: pre-sync start to close."""
     return (
-        window.pre_sync_starts.astimezone(timezone.utc),
-        window.closes.astimezone(timezone.utc),
+        window.pre_sync_starts.astimezone(UTC),
+        window.closes.astimezone(UTC),
     )
 
 

@@ -17,6 +17,17 @@ METRICS_NAMESPACE = "Popstack/Checkout"
 
 
 @dataclass(frozen=True)
+class CacheAccess:
+    """How checkout reaches the cache: endpoint, ARNs, AUTH secret, pod security group."""
+
+    endpoint: pulumi.Input[str]
+    cache_arn: pulumi.Input[str]
+    user_arn: pulumi.Input[str]
+    auth_secret_arn: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
 class CheckoutDependencies:
     """ARNs and endpoints of the stack's other parts that checkout reads or writes."""
 
@@ -26,15 +37,12 @@ class CheckoutDependencies:
     queue_url: pulumi.Input[str]
     receipts_bucket_arn: pulumi.Input[str]
     receipts_bucket_name: pulumi.Input[str]
-    cache_endpoint: pulumi.Input[str]
-    cache_arn: pulumi.Input[str]
-    cache_user_arn: pulumi.Input[str]
-    cache_auth_secret_arn: pulumi.Input[str]
-    security_group_id: pulumi.Input[str]
     secret_arns: dict[str, pulumi.Input[str]]
     appconfig_application_id: pulumi.Input[str]
-    appconfig_environment_id: pulumi.Input[str]
     appconfig_profile_id: pulumi.Input[str]
+    # None in a stack for the emulator, which has no cache and no AppConfig environments.
+    appconfig_environment_id: pulumi.Input[str] | None
+    cache: CacheAccess | None
 
 
 class CheckoutService(pulumi.ComponentResource):
@@ -78,21 +86,19 @@ class CheckoutService(pulumi.ComponentResource):
         )
 
         # Security groups for pods (VPC CNI): the cache accepts only this group.
-        self.security_group_policy = k8s.apiextensions.CustomResource(
-            f"{name}-sg-policy",
-            api_version="vpcresources.k8s.aws/v1beta1",
-            kind="SecurityGroupPolicy",
-            metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
-            spec={
-                "podSelector": {"matchLabels": self.labels},
-                "securityGroups": {"groupIds": [deps.security_group_id]},
-            },
-            opts=ns_opts,
-        )
+        self.security_group_policy = None
+        if deps.cache is not None:
+            self.security_group_policy = self._create_security_group_policy(
+                name, deps.cache, ns_opts
+            )
 
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata={"name": self.deployment_name, "namespace": self.namespace_name, "labels": self.labels},
+            metadata={
+                "name": self.deployment_name,
+                "namespace": self.namespace_name,
+                "labels": self.labels,
+            },
             spec=self._deployment_spec(deps),
             opts=pulumi.ResourceOptions.merge(
                 ns_opts, pulumi.ResourceOptions(depends_on=[self.service_account])
@@ -155,6 +161,21 @@ class CheckoutService(pulumi.ComponentResource):
             }
         )
 
+    def _create_security_group_policy(
+        self, name: str, cache: CacheAccess, opts: pulumi.ResourceOptions
+    ) -> k8s.apiextensions.CustomResource:
+        return k8s.apiextensions.CustomResource(
+            f"{name}-sg-policy",
+            api_version="vpcresources.k8s.aws/v1beta1",
+            kind="SecurityGroupPolicy",
+            metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
+            spec={
+                "podSelector": {"matchLabels": self.labels},
+                "securityGroups": {"groupIds": [cache.security_group_id]},
+            },
+            opts=opts,
+        )
+
     def _create_role(self, name: str, deps: CheckoutDependencies) -> aws.iam.Role:
         context = self.context
         issuer = context.spec.cluster.oidc_issuer
@@ -183,62 +204,23 @@ class CheckoutService(pulumi.ComponentResource):
         app_arn = pulumi.Output.concat(
             context.arn("appconfig", "application/"), deps.appconfig_application_id
         )
-        secret_arns = list(deps.secret_arns.values()) + [deps.cache_auth_secret_arn]
+        cache = deps.cache
+        secret_arns = list(deps.secret_arns.values())
+        if cache is not None:
+            secret_arns.append(cache.auth_secret_arn)
         policy = pulumi.Output.all(
             table=deps.table_arn,
             queue=deps.queue_arn,
             bucket=deps.receipts_bucket_arn,
-            cache=deps.cache_arn,
-            user=deps.cache_user_arn,
+            cache=pulumi.Output.all(cache.cache_arn, cache.user_arn) if cache else [],
             app=app_arn,
             secrets=pulumi.Output.all(*secret_arns),
-        ).apply(
-            lambda arns: policy_document(
-                allow(
-                    [
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:Query",
-                        "dynamodb:ConditionCheckItem",
-                    ],
-                    [arns["table"]],
-                    "WriteOrders",
-                ),
-                allow(
-                    ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
-                    [arns["queue"]],
-                    "PublishOrderEvents",
-                ),
-                allow(["s3:PutObject"], [f"{arns['bucket']}/receipts/*"], "UploadReceipts"),
-                allow(["elasticache:Connect"], [arns["cache"], arns["user"]], "ConnectCache"),
-                allow(
-                    ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                    list(arns["secrets"]),
-                    "ReadEventSecrets",
-                ),
-                allow(
-                    ["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"],
-                    [f"{arns['app']}/*"],
-                    "ReadFlags",
-                ),
-                # X-Ray and PutMetricData have no resource-level permissions; the
-                # metric namespace condition keeps the latter to checkout's metrics.
-                allow(
-                    ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-                    ["*"],
-                    "SendTraces",
-                ),
-                allow(
-                    ["cloudwatch:PutMetricData"],
-                    ["*"],
-                    "PublishCheckoutMetrics",
-                    Condition={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
-                ),
-            )
-        )
+        ).apply(lambda arns: policy_document(*_checkout_statements(arns)))
         self.role_policy = aws.iam.RolePolicy(
-            f"{name}-role-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-role-policy",
+            role=role.id,
+            policy=policy,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         return role
 
@@ -251,16 +233,18 @@ class CheckoutService(pulumi.ComponentResource):
             "ORDERS_TABLE": deps.table_name,
             "ORDER_QUEUE_URL": deps.queue_url,
             "RECEIPTS_BUCKET": deps.receipts_bucket_name,
-            "CACHE_ENDPOINT": deps.cache_endpoint,
-            "CACHE_AUTH_SECRET_ARN": deps.cache_auth_secret_arn,
             "APPCONFIG_APPLICATION": deps.appconfig_application_id,
-            "APPCONFIG_ENVIRONMENT": deps.appconfig_environment_id,
             "APPCONFIG_PROFILE": deps.appconfig_profile_id,
             "CHECKOUT_CURRENCY": context.spec.currency,
             "CHECKOUT_LOCATIONS": ",".join(location.id for location in context.spec.locations),
             "METRICS_NAMESPACE": METRICS_NAMESPACE,
             "AWS_XRAY_TRACING_NAME": self.deployment_name,
         }
+        if deps.appconfig_environment_id is not None:
+            environment["APPCONFIG_ENVIRONMENT"] = deps.appconfig_environment_id
+        if deps.cache is not None:
+            environment["CACHE_ENDPOINT"] = deps.cache.endpoint
+            environment["CACHE_AUTH_SECRET_ARN"] = deps.cache.auth_secret_arn
         for secret_name, arn in sorted(deps.secret_arns.items()):
             environment["SECRET_ARN_" + secret_name.upper().replace("-", "_")] = arn
         probe = {"port": "http"}
@@ -335,3 +319,51 @@ class CheckoutService(pulumi.ComponentResource):
                 },
             },
         }
+
+
+def _checkout_statements(arns: dict) -> list[dict]:
+    """The checkout role's permissions: this event's resources only, by ARN."""
+    statements = [
+        allow(
+            [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+                "dynamodb:ConditionCheckItem",
+            ],
+            [arns["table"]],
+            "WriteOrders",
+        ),
+        allow(
+            ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            [arns["queue"]],
+            "PublishOrderEvents",
+        ),
+        allow(["s3:PutObject"], [f"{arns['bucket']}/receipts/*"], "UploadReceipts"),
+        allow(
+            ["appconfig:StartConfigurationSession", "appconfig:GetLatestConfiguration"],
+            [f"{arns['app']}/*"],
+            "ReadFlags",
+        ),
+        # X-Ray and PutMetricData have no resource-level permissions; the
+        # metric namespace condition keeps the latter to checkout's metrics.
+        allow(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"], "SendTraces"),
+        allow(
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            "PublishCheckoutMetrics",
+            Condition={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        ),
+    ]
+    if arns["secrets"]:
+        statements.append(
+            allow(
+                ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                list(arns["secrets"]),
+                "ReadEventSecrets",
+            )
+        )
+    if arns["cache"]:
+        statements.append(allow(["elasticache:Connect"], list(arns["cache"]), "ConnectCache"))
+    return statements

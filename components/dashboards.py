@@ -234,7 +234,9 @@ class Dashboards(pulumi.ComponentResource):
         ]
 
 
-def _panel(title: str, namespace: str, metric: str, dimensions: dict, stat: str = "Maximum") -> dict:
+def _panel(
+    title: str, namespace: str, metric: str, dimensions: dict, stat: str = "Maximum"
+) -> dict:
     return {
         "title": title,
         "namespace": namespace,

@@ -6,9 +6,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cache import Cache
-from components.checkout import CheckoutDependencies, CheckoutService
+from components.checkout import CacheAccess, CheckoutDependencies, CheckoutService
 from components.context import EventContext
-from components.dashboards import DashboardTargets, Dashboards
+from components.dashboards import Dashboards, DashboardTargets
 from components.exports import ExportLocation
 from components.flags import FeatureFlags
 from components.observability import Tracing
@@ -16,6 +16,7 @@ from components.orders_table import OrdersTable
 from components.queues import OrderQueues
 from components.receipts import ReceiptsIntake
 from components.secrets import EventSecrets
+from components.spec import EMULATOR_OMITS
 
 
 class EventStack(pulumi.ComponentResource):
@@ -37,6 +38,7 @@ class EventStack(pulumi.ComponentResource):
             f"{name}-cluster",
             context=spec.cluster.context,
             kubeconfig=kubeconfig,
+            render_yaml_to_directory=spec.cluster.render_yaml_to,
             enable_server_side_apply=True,
             opts=child,
         )
@@ -47,12 +49,24 @@ class EventStack(pulumi.ComponentResource):
         self.exports = ExportLocation(f"{name}-exports", context, opts=child)
         self.flags = FeatureFlags(f"{name}-flags", context, opts=child)
         self.secrets = EventSecrets(f"{name}-secrets", context, opts=child)
-        self.cache = Cache(f"{name}-cache", context, opts=child)
-        self.tracing = Tracing(f"{name}-tracing", context, opts=child)
+        self.cache: Cache | None = None
+        self.tracing: Tracing | None = None
+        cache_access: CacheAccess | None = None
+        if spec.emulator:
+            pulumi.log.warn(
+                "emulator stack: leaving out " + "; ".join(EMULATOR_OMITS), resource=self
+            )
+        else:
+            self.cache = Cache(f"{name}-cache", context, opts=child)
+            self.tracing = Tracing(f"{name}-tracing", context, opts=child)
+            cache_access = CacheAccess(
+                endpoint=self.cache.endpoint,
+                cache_arn=self.cache.cache.arn,
+                user_arn=self.cache.user.arn,
+                auth_secret_arn=self.cache.auth.secret.arn,
+                security_group_id=self.cache.checkout_security_group.id,
+            )
 
-        cache_endpoint = self.cache.cache.endpoints.apply(
-            lambda endpoints: endpoints[0].address if endpoints else ""
-        )
         self.checkout = CheckoutService(
             f"{name}-checkout",
             context,
@@ -64,15 +78,13 @@ class EventStack(pulumi.ComponentResource):
                 queue_url=self.queues.queue.url,
                 receipts_bucket_arn=self.receipts.bucket.arn,
                 receipts_bucket_name=self.receipts.bucket.bucket,
-                cache_endpoint=cache_endpoint,
-                cache_arn=self.cache.cache.arn,
-                cache_user_arn=self.cache.user.arn,
-                cache_auth_secret_arn=self.cache.auth.secret.arn,
-                security_group_id=self.cache.checkout_security_group.id,
                 secret_arns={k: v.secret.arn for k, v in self.secrets.secrets.items()},
                 appconfig_application_id=self.flags.application.id,
-                appconfig_environment_id=self.flags.environment.environment_id,
                 appconfig_profile_id=self.flags.profile.configuration_profile_id,
+                appconfig_environment_id=(
+                    self.flags.environment.environment_id if self.flags.environment else None
+                ),
+                cache=cache_access,
             ),
             opts=child,
         )
@@ -82,7 +94,9 @@ class EventStack(pulumi.ComponentResource):
             context,
             targets=DashboardTargets(
                 queue_name=context.name("sqs", "orders" + self._fifo_suffix(context)),
-                dead_letter_queue_name=context.name("sqs", "orders-dlq" + self._fifo_suffix(context)),
+                dead_letter_queue_name=context.name(
+                    "sqs", "orders-dlq" + self._fifo_suffix(context)
+                ),
                 cache_name=context.name("elasticache", "cache"),
                 namespace=self.checkout.namespace_name,
                 stack=stack,
@@ -91,7 +105,7 @@ class EventStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.checkout.namespace]),
         )
 
-        self.outputs = {
+        self.outputs: dict[str, pulumi.Input] = {
             "eventId": spec.id,
             "expiresAt": spec.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "checkoutNamespace": self.checkout.namespace_name,
@@ -103,17 +117,19 @@ class EventStack(pulumi.ComponentResource):
             "receiptsBucket": self.receipts.bucket.bucket,
             "exportsBucket": self.exports.bucket.bucket,
             "financeRoleArn": self.exports.finance_role.arn,
-            "cacheEndpoint": cache_endpoint,
-            "cacheAuthSecretArn": self.cache.auth.secret.arn,
             "flagsApplicationId": self.flags.application.id,
-            "flagsEnvironmentId": self.flags.environment.environment_id,
             "flagsProfileId": self.flags.profile.configuration_profile_id,
-            "flagsStrategyId": self.flags.strategy.id,
             "secretArns": {k: v.secret.arn for k, v in self.secrets.secrets.items()},
             "alertTopicArn": self.dashboards.topic_arn,
             "dashboardName": self.dashboards.dashboard.dashboard_name,
-            "samplingRule": self.tracing.sampling_rule.rule_name,
         }
+        if self.flags.environment and self.flags.strategy:
+            self.outputs["flagsEnvironmentId"] = self.flags.environment.environment_id
+            self.outputs["flagsStrategyId"] = self.flags.strategy.id
+        if self.cache and self.tracing:
+            self.outputs["cacheEndpoint"] = self.cache.endpoint
+            self.outputs["cacheAuthSecretArn"] = self.cache.auth.secret.arn
+            self.outputs["samplingRule"] = self.tracing.sampling_rule.rule_name
         self.register_outputs(self.outputs)
 
     @staticmethod

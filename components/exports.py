@@ -14,7 +14,9 @@ EXPORTS_PREFIX = "exports/"
 class ExportLocation(pulumi.ComponentResource):
     """A versioned, object-locked bucket and a read-only finance role, both kept on destroy."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:exports:ExportLocation", name, None, opts)
         settings = context.spec.exports
         # retain_on_delete: `pulumi destroy` drops these from state and leaves them in AWS.

@@ -60,7 +60,9 @@ def flag_document(spec: EventSpec) -> dict:
 class FeatureFlags(pulumi.ComponentResource):
     """An AppConfig application, environment and flag profile, deployed all at once."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:flags:FeatureFlags", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
@@ -68,14 +70,6 @@ class FeatureFlags(pulumi.ComponentResource):
             f"{name}-app",
             name=context.name("appconfig", "flags"),
             description=f"Kill switches for {context.spec.title}",
-            tags=context.tags,
-            opts=child,
-        )
-
-        self.environment = aws.appconfig.Environment(
-            f"{name}-env",
-            application_id=self.application.id,
-            name=ENVIRONMENT,
             tags=context.tags,
             opts=child,
         )
@@ -97,6 +91,27 @@ class FeatureFlags(pulumi.ComponentResource):
             content_type="application/json",
             content=json.dumps(flag_document(context.spec), sort_keys=True),
             description="Initial flag values from the stack file",
+            opts=child,
+        )
+
+        self.environment: aws.appconfig.Environment | None = None
+        self.strategy: aws.appconfig.DeploymentStrategy | None = None
+        self.deployment: aws.appconfig.Deployment | None = None
+        if context.spec.emulator:
+            # moto has no AppConfig environments or deployments.
+            self.register_outputs(
+                {
+                    "applicationId": self.application.id,
+                    "profileId": self.profile.configuration_profile_id,
+                }
+            )
+            return
+
+        self.environment = aws.appconfig.Environment(
+            f"{name}-env",
+            application_id=self.application.id,
+            name=ENVIRONMENT,
+            tags=context.tags,
             opts=child,
         )
 

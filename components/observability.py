@@ -20,7 +20,9 @@ def checkout_service_name(context: EventContext) -> str:
 class Tracing(pulumi.ComponentResource):
     """An X-Ray sampling rule that matches only this event's checkout traces."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:observability:Tracing", name, None, opts)
         elevated = context.spec.flags.elevated_sampling
 

@@ -30,7 +30,9 @@ PARTITION_KEY = "orderId"
 class OrdersTable(pulumi.ComponentResource):
     """An on-demand DynamoDB table with point-in-time recovery and deletion protection."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:orders:OrdersTable", name, None, opts)
 
         self.table = aws.dynamodb.Table(

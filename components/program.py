@@ -7,8 +7,13 @@ import pulumi_aws as aws
 
 from components.context import EventContext
 from components.event_stack import EventStack
-from components.spec import EXPORT_VERIFIED_KEY, NAMESPACE, SpecError, spec_from_config
-
+from components.spec import (
+    EXPORT_VERIFIED_KEY,
+    NAMESPACE,
+    SpecError,
+    emulator_endpoint_problem,
+    spec_from_config,
+)
 
 
 def run() -> EventStack:
@@ -20,6 +25,10 @@ def run() -> EventStack:
     except SpecError as error:
         # RunError prints the message alone, without a Python traceback.
         raise pulumi.RunError(str(error)) from None
+    if spec.emulator:
+        problem = emulator_endpoint_problem(_all_config().get("aws:endpoints"))
+        if problem:
+            raise pulumi.RunError(f"{source}: {NAMESPACE}:emulator {problem}")
 
     config = pulumi.Config(NAMESPACE)
     identity = aws.get_caller_identity()

@@ -17,7 +17,9 @@ DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 class OrderQueues(pulumi.ComponentResource):
     """An order queue whose failed messages move to a dead-letter queue of the same type."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:queues:OrderQueues", name, None, opts)
         queues = context.spec.queues
         fifo = queues.type == "fifo"

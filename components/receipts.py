@@ -14,7 +14,9 @@ RECEIPTS_PREFIX = "receipts/"
 class ReceiptsIntake(pulumi.ComponentResource):
     """A private, encrypted, versioned bucket for staff-uploaded receipt files."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:receipts:ReceiptsIntake", name, None, opts)
 
         self.storage = private_bucket(
@@ -26,5 +28,9 @@ class ReceiptsIntake(pulumi.ComponentResource):
         self.bucket = self.storage.bucket
 
         self.register_outputs(
-            {"bucketName": self.bucket.bucket, "bucketArn": self.bucket.arn, "prefix": RECEIPTS_PREFIX}
+            {
+                "bucketName": self.bucket.bucket,
+                "bucketArn": self.bucket.arn,
+                "prefix": RECEIPTS_PREFIX,
+            }
         )

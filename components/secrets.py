@@ -25,7 +25,7 @@ def rotation_code() -> pulumi.AssetArchive:
 
 
 class RotatedSecret(pulumi.ComponentResource):
-    """One Secrets Manager secret, its rotation Lambda and schedule, and a role for that secret only.
+    """A Secrets Manager secret with its rotation Lambda, schedule and a role for it alone.
 
     `kind` selects the rotation strategy in the handler: `token` for an event
     token that consumers read themselves, `cache-auth` for the cache user's
@@ -136,7 +136,8 @@ class RotatedSecret(pulumi.ComponentResource):
             handler="handler.lambda_handler",
             code=rotation_code(),
             role=self.role.arn,
-            timeout=30,
+            # The cache-auth test step polls the user for up to 30 s after setSecret.
+            timeout=90,
             memory_size=128,
             environment={
                 "variables": {
@@ -190,7 +191,9 @@ def token_value(token: str) -> str:
 class EventSecrets(pulumi.ComponentResource):
     """The event-scoped tokens the spec lists, each rotating on its own schedule."""
 
-    def __init__(self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, context: EventContext, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("popstack:secrets:EventSecrets", name, None, opts)
 
         self.secrets: dict[str, RotatedSecret] = {}

@@ -13,7 +13,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -112,7 +112,11 @@ class Window(_Model):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "; use an IANA name such as Europe/Lisbon"
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else "; use an IANA name such as Europe/Lisbon"
+            )
             raise ValueError(f"{value!r} is not an IANA time zone{hint}") from None
         return value
 
@@ -120,8 +124,8 @@ class Window(_Model):
     def _order_and_offsets(self) -> Window:
         if self.closes <= self.opens:
             raise ValueError(
-                f"closes ({self.closes.isoformat()}) is not after opens ({self.opens.isoformat()}); "
-                "swap them or move closes later"
+                f"closes ({self.closes.isoformat()}) is not after "
+                f"opens ({self.opens.isoformat()}); swap them or move closes later"
             )
         zone = ZoneInfo(self.time_zone)
         for edge in ("opens", "closes"):
@@ -164,7 +168,8 @@ class Checkout(_Model):
         match = IMAGE_REF.match(value)
         if not match:
             raise ValueError(
-                f"{value!r} is not an image reference; write registry/repository:tag or @sha256:digest"
+                f"{value!r} is not an image reference; "
+                "write registry/repository:tag or registry/repository@sha256:digest"
             )
         if match["tag"] is None and match["digest"] is None:
             raise ValueError(f"{value!r} has no tag or digest; pin it, for example {value}:1.4.2")
@@ -249,6 +254,9 @@ class Cluster(_Model):
     """The existing Kubernetes cluster and network the checkout service runs in."""
 
     context: str | None = None
+    # Write the Kubernetes manifests to this directory instead of applying them
+    # to a cluster (the provider's renderYamlToDirectory), as the demo stack does.
+    render_yaml_to: str | None = None
     oidc_provider_arn: str
     oidc_issuer: str
     vpc_id: str
@@ -286,6 +294,9 @@ class EventSpec(_Model):
     alerts: Alerts
     cluster: Cluster
     exports: Exports = Exports()
+    # True only for a stack aimed at a local AWS emulator (moto server); it leaves
+    # out the parts the emulator does not implement. See EMULATOR_OMITS.
+    emulator: bool = False
 
     @field_validator("id")
     @classmethod
@@ -298,8 +309,10 @@ class EventSpec(_Model):
         limit = max_event_id_length()
         if len(value) > limit:
             problem = longest_name_problem(value) or "a derived name is too long"
-            raise ValueError(f"{value!r} is {len(value)} characters, too long: {problem}; "
-                             f"shorten the id to at most {limit} characters")
+            raise ValueError(
+                f"{value!r} is {len(value)} characters, too long: {problem}; "
+                f"shorten the id to at most {limit} characters"
+            )
         return value
 
     @field_validator("currency")
@@ -342,7 +355,7 @@ class EventSpec(_Model):
     @property
     def expires_at(self) -> datetime:
         """The time after which the stack must be torn down, in UTC."""
-        return (self.window.closes + timedelta(hours=self.grace_hours)).astimezone(timezone.utc)
+        return (self.window.closes + timedelta(hours=self.grace_hours)).astimezone(UTC)
 
     @property
     def currency_exponent(self) -> int:
@@ -350,6 +363,15 @@ class EventSpec(_Model):
 
     def location_enabled(self, location_id: str) -> bool:
         return self.flags.locations.get(location_id, True)
+
+
+# The parts a stack with `emulator: true` leaves out, because moto (5.2) does
+# not implement their APIs.
+EMULATOR_OMITS = (
+    "cache (ElastiCache Serverless, its users and security groups)",
+    "AppConfig environment, deployment strategy and deployment",
+    "X-Ray sampling rule",
+)
 
 
 class _FieldError(ValueError):
@@ -372,9 +394,7 @@ def _fields_at(path: tuple[str | int, ...]) -> list[str]:
     for part in path:
         if isinstance(part, int):
             continue
-        field = next(
-            (f for n, f in model.model_fields.items() if (f.alias or n) == part), None
-        )
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
         if field is None:
             return []
         annotation = field.annotation
@@ -411,7 +431,9 @@ _TYPE_NAMES = {
 def _problems(error: ValidationError, lines: Mapping[tuple, int], source: str) -> list[str]:
     problems = []
     for item in error.errors():
-        path = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         kind = item["type"]
         context_error = (item.get("ctx") or {}).get("error")
         if isinstance(context_error, _FieldError):
@@ -480,8 +502,10 @@ def _plain(node: Any) -> Any:
     if isinstance(node, datetime):
         # YAML reads unquoted timestamps itself; keep the text so offsets survive.
         return node.isoformat()
-    if isinstance(node, bool | int | float | str) or node is None:
-        return node.__class__(node) if node is not None else None
+    # ruamel wraps scalars in subclasses (ScalarInt, ScalarFloat); keep the base types.
+    for base in (bool, int, float, str):
+        if isinstance(node, base):
+            return base(node)
     return node
 
 
@@ -504,18 +528,29 @@ def read_yaml(path: Path) -> tuple[CommentedMap, dict[tuple, int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(source, [f"{source}: file not found; create it with `popstack new`"]) from None
+        raise SpecError(
+            source, [f"{source}: file not found; create it with `popstack new`"]
+        ) from None
     except UnicodeDecodeError as error:
-        raise SpecError(source, [f"{source}: byte {error.start} is not UTF-8; save the file as UTF-8"]) from None
+        raise SpecError(
+            source, [f"{source}: byte {error.start} is not UTF-8; save the file as UTF-8"]
+        ) from None
     try:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = error.problem or error.context or "invalid YAML"
-        raise SpecError(source, [f"{source}{line}: YAML syntax error: {problem}; fix the syntax there"]) from None
-    if not isinstance(document, CommentedMap) or not isinstance(document.get("config"), CommentedMap):
-        raise SpecError(source, [f"{source}: no `config:` mapping; a stack file holds `config:` with `{NAMESPACE}:` keys"])
+        raise SpecError(
+            source, [f"{source}{line}: YAML syntax error: {problem}; fix the syntax there"]
+        ) from None
+    if not isinstance(document, CommentedMap) or not isinstance(
+        document.get("config"), CommentedMap
+    ):
+        raise SpecError(
+            source,
+            [f"{source}: no `config:` mapping; add `config:` with the `{NAMESPACE}:` keys"],
+        )
     lines: dict[tuple, int] = {}
     config = document["config"]
     for key in config:
@@ -545,18 +580,35 @@ def load_stack_file(path: str | Path) -> StackFile:
                 values[short] = _plain(value)
         else:
             other[key] = _plain(value)
-    misplaced = [k for k in secret_keys if k.startswith(f"{NAMESPACE}:") and k.split(":", 1)[1] not in SECRET_CONFIG_KEYS]
+    misplaced = [
+        key.split(":", 1)[1]
+        for key in secret_keys
+        if key.startswith(f"{NAMESPACE}:") and key.split(":", 1)[1] not in SECRET_CONFIG_KEYS
+    ]
     if misplaced:
-        raise SpecError(str(path), [
-            f"{path}:{lines.get((k.split(':', 1)[1],), '?')}: {k}: the event spec holds no secret values; "
-            f"remove the secure value (secret config keys: {', '.join(SECRET_CONFIG_KEYS)})"
-            for k in misplaced
-        ])
+        allowed = ", ".join(SECRET_CONFIG_KEYS)
+        raise SpecError(
+            str(path),
+            [
+                f"{path}:{lines.get((short,), '?')}: {NAMESPACE}:{short}: is a secure value, but "
+                f"event spec keys hold no secrets; write it in plain text (secret keys: {allowed})"
+                for short in misplaced
+            ],
+        )
     spec = parse_spec(values, str(path), lines)
+    if spec.emulator:
+        problem = emulator_endpoint_problem(other.get("aws:endpoints"))
+        if problem:
+            line = lines.get(("emulator",), "?")
+            raise SpecError(str(path), [f"{path}:{line}: {NAMESPACE}:emulator: {problem}"])
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     return StackFile(
-        path=path, stack=stack, spec=spec, config={**{f"{NAMESPACE}:{k}": v for k, v in values.items()}, **other},
-        secret_keys=secret_keys, lines=lines,
+        path=path,
+        stack=stack,
+        spec=spec,
+        config={**{f"{NAMESPACE}:{k}": v for k, v in values.items()}, **other},
+        secret_keys=secret_keys,
+        lines=lines,
     )
 
 
@@ -595,3 +647,25 @@ def _decode(key: str, raw: str) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, TypeError):
         return raw
+
+
+def emulator_endpoint_problem(endpoints: Any) -> str | None:
+    """Return why `aws:endpoints` does not point every service at 127.0.0.1, or None.
+
+    A stack marked `emulator: true` must never reach a real AWS account.
+    """
+    if isinstance(endpoints, str):
+        try:
+            endpoints = json.loads(endpoints)
+        except json.JSONDecodeError:
+            endpoints = None
+    if not isinstance(endpoints, list) or not endpoints:
+        return "is true but aws:endpoints is not set; point every service at http://127.0.0.1:PORT"
+    for entry in endpoints:
+        for service, url in dict(entry).items():
+            if not str(url).startswith(("http://127.0.0.1:", "http://localhost:")):
+                return (
+                    f"is true but aws:endpoints.{service} is {url!r}; "
+                    "an emulator stack may only use http://127.0.0.1:PORT"
+                )
+    return None

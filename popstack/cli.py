@@ -42,7 +42,9 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 @app.command()
 def plan(
-    stacks: Annotated[list[str], typer.Argument(help="Stack names (stacks/Pulumi.<name>.yaml) or paths.")],
+    stacks: Annotated[
+        list[str], typer.Argument(help="Stack names (stacks/Pulumi.<name>.yaml) or paths.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON for CI.")] = False,
     policies: Annotated[bool, typer.Option(help="Run the policy pack's rules.")] = True,
 ) -> None:
@@ -86,5 +88,96 @@ def validate(
         console.print(f"{stack_file.path}: event {stack_file.spec.id} is valid", highlight=False)
 
 
+@app.command()
+def new(
+    stack: Annotated[str, typer.Argument(help="Stack name; writes stacks/Pulumi.<stack>.yaml.")],
+    title: Annotated[str, typer.Option(help="Event title shown on dashboards.")],
+    opens: Annotated[str, typer.Option(help="Doors open, ISO 8601 with offset.")],
+    closes: Annotated[str, typer.Option(help="Doors close, ISO 8601 with offset.")],
+    time_zone: Annotated[str, typer.Option(help="IANA time zone of the venue.")],
+    location: Annotated[
+        list[str], typer.Option(help="A location as id=Name; repeat for each location.")
+    ],
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="Event id; default: the stack name.")
+    ] = None,
+    brand: Annotated[str, typer.Option(help="Brand running the event.")] = "CHANGE-ME brand",
+    owner: Annotated[str, typer.Option(help="Owning team.")] = "CHANGE-ME team",
+    cost_centre: Annotated[str, typer.Option(help="Cost centre for the tags.")] = "CHANGE-ME",
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency code.")] = "EUR",
+    region: Annotated[str, typer.Option(help="AWS region.")] = "eu-west-1",
+    peak_rps: Annotated[int, typer.Option(help="Expected peak checkout requests per second.")] = 50,
+    image: Annotated[str, typer.Option(help="Checkout image, pinned by tag or digest.")] = (
+        "registry.example.com/change-me/checkout:1.0.0"
+    ),
+    fifo: Annotated[bool, typer.Option(help="Use a FIFO order queue.")] = False,
+    alert_email: Annotated[str, typer.Option(help="Where alarms are sent.")] = "oncall@example.com",
+) -> None:
+    """Scaffold a stack file for a new event from templates/new_event.yaml.j2."""
+    from popstack.scaffold import write_stack_file
+
+    try:
+        path = write_stack_file(
+            stack_path(stack),
+            stack=stack,
+            event_id=event_id or stack,
+            title=title,
+            brand=brand,
+            owner=owner,
+            cost_centre=cost_centre,
+            currency=currency,
+            region=region,
+            opens=opens,
+            closes=closes,
+            time_zone=time_zone,
+            locations=location,
+            peak_rps=peak_rps,
+            image=image,
+            queue_type="fifo" if fifo else "standard",
+            alert_email=alert_email,
+        )
+    except SpecError as error:
+        errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except FileExistsError as error:
+        raise fail(f"{error}; pick another stack name or edit the existing file") from None
+    console.print(
+        f"wrote {path}; replace the CHANGE-ME values and the cluster settings, "
+        f"then run `popstack plan {stack}`",
+        highlight=False,
+    )
+
+
+@app.command()
+def runbook(
+    stack: Annotated[str, typer.Argument(help="Stack name or path.")],
+    to: Annotated[Path | None, typer.Option(help="Write the runbook to this file.")] = None,
+) -> None:
+    """Print the on-call runbook for an event: times, kill switches, alarms."""
+    from components.spec import load_stack_file
+    from popstack.scaffold import render_runbook
+
+    try:
+        stack_file = load_stack_file(stack_path(stack))
+    except SpecError as error:
+        errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    text = render_runbook(stack_file)
+    if to is None:
+        sys.stdout.write(text)
+    else:
+        to.write_text(text, encoding="utf-8")
+        console.print(f"wrote {to}", highlight=False)
+
+
+def _register_commands() -> None:
+    """Add the command groups that live in their own modules."""
+    from popstack import lifecycle_commands, teardown_commands
+
+    lifecycle_commands.register(app)
+    teardown_commands.register(app)
+
+
 def main() -> None:
+    _register_commands()
     app()

@@ -137,7 +137,10 @@ class PlanMocks(pulumi.runtime.Mocks):
             state.update(
                 arn=f"arn:aws:elasticache:{region}:{account}:serverlesscache:{name}",
                 endpoints=[
-                    {"address": f"{name}-{key[:6]}.serverless.{region}.cache.amazonaws.com", "port": 6379}
+                    {
+                        "address": f"{name}-{key[:6]}.serverless.{region}.cache.amazonaws.com",
+                        "port": 6379,
+                    }
                 ],
             )
         elif token == "aws:ec2/securityGroup:SecurityGroup":
@@ -243,8 +246,12 @@ def record_program(stack_file: StackFile, account_id: str = PLAN_ACCOUNT_ID) -> 
     settings.ROOT.set(None)
     set_all_config(config, secret_keys)
     mocks.set_mocks(
-        plan_mocks, project="popstack", stack=stack_file.stack, preview=True,
-        logger=logger, monitor=monitor,
+        plan_mocks,
+        project="popstack",
+        stack=stack_file.stack,
+        preview=True,
+        logger=logger,
+        monitor=monitor,
     )
     root = settings.get_root_resource()
     _sync_await(mocks.run_pulumi_func(program.run))

@@ -7,7 +7,13 @@ from functools import cache
 from typing import Any
 
 from components.spec import StackFile, load_stack_file
-from popstack.mockrun import SECRET_MASK, PLAN_ACCOUNT_ID, RecordedResource, Recording, record_program
+from popstack.mockrun import (
+    PLAN_ACCOUNT_ID,
+    SECRET_MASK,
+    RecordedResource,
+    Recording,
+    record_program,
+)
 
 EVENT_STACK_TYPE = "popstack:index:EventStack"
 
@@ -54,6 +60,7 @@ class Plan:
             },
             "outputs": self.recording.outputs,
             "secretOutputs": self.recording.secret_outputs,
+            "logs": self.recording.logs,
             "config": masked_config(self.stack_file),
             "policies": [r.to_json() for r in self.policy_results],
         }

@@ -46,6 +46,9 @@ def render_plan(plan: Plan, console: Console) -> None:
         outputs.add_row(key, str(value))
     console.print(outputs, highlight=False)
 
+    for line in plan.recording.logs:
+        console.print(line, highlight=False, markup=False)
+
     secrets = plan.stack_file.secret_keys
     if secrets:
         console.print(f"secret config (masked): {', '.join(secrets)}", highlight=False)

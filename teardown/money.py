@@ -91,7 +91,7 @@ def amount_pattern(decimal: str, thousands: str | None) -> str:
 
 
 def parse_amount(text: str, currency: str, decimal: str = ".", thousands: str | None = None) -> int:
-    """Parse a decimal amount into minor units of ``currency``, by the rules in the module docstring.
+    """Parse a decimal amount into minor units of ``currency``, by the module's grammar.
 
     Surrounding spaces are ignored. Raises AmountError naming the value and the fix.
     """
@@ -119,7 +119,7 @@ def too_many_decimals(value: str, currency: str, places: int, digits: int) -> st
     plural = "" if places == 1 else "s"
     return (
         f"amount {value!r} has {places} decimal place{plural} but {currency} allows {allowed}; "
-        f"check the currency or round the amount to whole minor units"
+        f"check the currency and the file's decimal separator"
     )
 
 

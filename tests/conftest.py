@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,13 +27,6 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
-
-# The repository is not installed into the venv, so its top-level packages (lambdas,
-# components, teardown) are importable only from the repository root.
-# NOTE: `pythonpath = ["."]` under [tool.pytest.ini_options] would make this unnecessary.
-REPO_ROOT = str(Path(__file__).resolve().parent.parent)
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 
 @pytest.fixture(scope="session")

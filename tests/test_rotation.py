@@ -247,7 +247,7 @@ def test_finish_secret_retry_is_noop(secrets_client, rotation_function):
     assert secret_string(secrets_client, arn, "AWSCURRENT") == new_value
 
 
-def test_finish_secret_resumes_interrupted_finish(secrets_client, rotation_function):
+def test_finish_secret_resumes_interrupted(secrets_client, rotation_function):
     arn, _ = create_token_secret(secrets_client)
     old_version = current_version(secrets_client, arn)
     token = start_rotation(secrets_client, arn, rotation_function)
@@ -509,7 +509,7 @@ def test_cache_auth_full_rotation(secrets_client, rotation_function, aws_client,
     assert json.loads(secret_string(secrets_client, arn, "AWSCURRENT")) == pending
 
 
-def test_cache_auth_test_secret_waits_while_modifying(
+def test_cache_auth_waits_while_modifying(
     secrets_client, rotation_function, aws_client, monkeypatch
 ):
     arn, _ = create_cache_auth_secret(secrets_client)
@@ -527,7 +527,7 @@ def test_cache_auth_test_secret_waits_while_modifying(
     stubber.assert_no_pending_responses()
 
 
-def test_cache_auth_test_secret_stuck_modifying(
+def test_cache_auth_stuck_modifying_fails(
     secrets_client, rotation_function, aws_client, monkeypatch
 ):
     arn, _ = create_cache_auth_secret(secrets_client)
@@ -547,7 +547,7 @@ def test_cache_auth_test_secret_stuck_modifying(
     assert current_version(secrets_client, arn) == old_version
 
 
-def test_cache_auth_one_password_fails_test_secret(secrets_client, rotation_function):
+def test_cache_auth_one_password_fails(secrets_client, rotation_function):
     # moto implements CreateUser and DescribeUsers, so this test uses no stub. The user
     # still has only its initial password, as if setSecret never reached ElastiCache.
     arn, old_value = create_cache_auth_secret(secrets_client)
@@ -573,7 +573,7 @@ def test_cache_auth_one_password_fails_test_secret(secrets_client, rotation_func
     assert json.loads(secret_string(secrets_client, arn, "AWSCURRENT")) == old_value
 
 
-def test_cache_auth_two_passwords_pass_test_secret(secrets_client, rotation_function):
+def test_cache_auth_two_passwords_pass(secrets_client, rotation_function):
     # moto has no ModifyUser, so the user is created with the two passwords that
     # setSecret would have set, and testSecret reads them back through DescribeUsers.
     arn, old_value = create_cache_auth_secret(secrets_client)
@@ -608,9 +608,7 @@ def test_cache_auth_two_passwords_pass_test_secret(secrets_client, rotation_func
     ],
     ids=["too-short", "too-long", "at-sign", "underscore"],
 )
-def test_cache_auth_invalid_password_fails_test_secret(
-    secrets_client, rotation_function, password, message
-):
+def test_cache_auth_invalid_password_fails(secrets_client, rotation_function, password, message):
     arn, old_value = create_cache_auth_secret(secrets_client)
     start_rotation(secrets_client, arn, rotation_function)
     token = str(uuid.uuid4())
@@ -627,9 +625,7 @@ def test_cache_auth_invalid_password_fails_test_secret(
     assert password not in str(raised.value)
 
 
-def test_cache_auth_user_mismatch_fails_set_secret(
-    secrets_client, rotation_function, aws_client, monkeypatch
-):
+def test_cache_auth_user_mismatch_fails(secrets_client, rotation_function, aws_client, monkeypatch):
     arn, old_value = create_cache_auth_secret(secrets_client)
     start_rotation(secrets_client, arn, rotation_function)
     token = str(uuid.uuid4())
@@ -657,7 +653,7 @@ def _handler_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name == handler.logger.name]
 
 
-def test_logs_one_line_per_step_without_values(secrets_client, rotation_function, info_logs):
+def test_token_logs_omit_values(secrets_client, rotation_function, info_logs):
     arn, old_value = create_token_secret(secrets_client)
     token = start_rotation(secrets_client, arn, rotation_function)
 
@@ -675,7 +671,7 @@ def test_logs_one_line_per_step_without_values(secrets_client, rotation_function
         assert json.loads(value)["token"] not in info_logs.text
 
 
-def test_cache_auth_logs_without_passwords(
+def test_cache_auth_logs_omit_passwords(
     secrets_client, rotation_function, aws_client, monkeypatch, info_logs
 ):
     arn, old_value = create_cache_auth_secret(secrets_client)

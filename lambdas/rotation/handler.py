@@ -4,8 +4,9 @@ Secrets Manager invokes ``lambda_handler`` once per step (createSecret, setSecre
 testSecret, finishSecret) with the event keys ``SecretId``, ``ClientRequestToken`` and
 ``Step``. The token is the id of the new secret version, which carries the staging label
 AWSPENDING until finishSecret moves AWSCURRENT onto it. Every step can be retried or
-resumed after an interruption: no step removes AWSCURRENT from a working version
-before the new version has passed testSecret.
+resumed after an interruption. Only finishSecret moves AWSCURRENT, and Secrets Manager
+calls it only after testSecret succeeded, so a failed or interrupted earlier step leaves
+AWSCURRENT on the old, working version.
 
 The tag ``popstack:secret-kind`` on the secret selects how it rotates:
 
@@ -28,9 +29,9 @@ createSecret raises ``RotationFrozenError`` and writes nothing while the current
 inside the window given by ``ROTATION_FREEZE_START`` and ``ROTATION_FREEZE_END`` (ISO
 8601 with a UTC offset), because no secret rotates while the event's doors are open.
 
-Clients come from ``boto3.client`` with no explicit endpoint, so ``AWS_ENDPOINT_URL`` or
-``AWS_ENDPOINT_URL_<SERVICE>`` redirects them (checked with boto3 1.44). Log lines carry
-the secret ARN, the version id and the step, never a secret value.
+Clients come from ``boto3.client`` with no explicit endpoint, so ``AWS_ENDPOINT_URL``
+redirects them (checked with boto3 1.44). Log lines carry the secret ARN, the version id
+and the step, never a secret value.
 
 This module runs inside AWS Lambda and imports only the standard library and boto3.
 """
@@ -116,7 +117,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> None:
     metadata = secrets_client.describe_secret(SecretId=secret_id)
     secret_arn = metadata["ARN"]
 
-    if False:
+    if not metadata.get("RotationEnabled"):
         raise RotationError(
             f"Rotation is not enabled for secret {secret_arn}. "
             "Configure rotation on the secret before invoking this function."
@@ -346,7 +347,7 @@ def _check_freeze_window(secret_arn: str, token: str) -> None:
     if start <= current_time < end:
         # NOTE: the AWSPENDING label that RotateSecret attached stays on the empty version.
         # Per the RotateSecret API reference, later RotateSecret calls then fail as "still
-        # in progress" until that label is removed, so the message says how to recover.
+        # in progress" until that label is removed, so the error message names that step.
         raise RotationFrozenError(
             f"createSecret rejected for secret {secret_arn} version {token}: "
             f"rotation is frozen from {start_text} to {end_text} while the event's doors "

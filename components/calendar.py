@@ -51,23 +51,23 @@ def frozen_days(window: Window) -> set[int]:
 def rotation_schedule(window: Window, rotation_days: int) -> RotationSchedule:
     """Build the rotation rule for a secret that must rotate every `rotation_days`.
 
-    Rotation days repeat every month from the 1st, so the gap across a month end
-    is at most `rotation_days`. Skipping frozen days can stretch one gap by the
-    length of the freeze. An interval of 28 days or more rotates monthly, which
-    is more often than asked for but never less.
+    The days of the month are 1, 1 + n, 1 + 2n, ... up to 31 (n capped at 31).
+    A month shorter than the last listed day skips it, and the gap to the 1st
+    of the next month is then still at most n days. A listed day that the
+    freeze touches is replaced by the nearest free days before and after the
+    freeze, so only a freeze longer than n days stretches a gap beyond n.
     """
-    step = min(rotation_days, 28)
-    candidates = list(range(1, 29, step)) if step < 28 else [1]
-    if step == 1:
-        candidates = list(range(1, 32))
+    step = min(rotation_days, 31)
+    candidates = set(range(1, 32, step))
     blocked = frozen_days(window)
-    days = [d for d in candidates if d not in blocked]
-    if not days:
-        # Every candidate day is frozen: rotate on the first free day instead.
-        days = [next(d for d in range(1, 32) if d not in blocked)]
-    listed = ",".join(str(d) for d in days)
+    days = candidates - blocked
+    for day in sorted(candidates & blocked):
+        before = next((d for d in range(day - 1, 0, -1) if d not in blocked), None)
+        after = next((d for d in range(day + 1, 32) if d not in blocked), None)
+        days.update(d for d in (before, after) if d is not None)
+    listed = ",".join(str(d) for d in sorted(days))
     return RotationSchedule(
         expression=f"cron(0 {ROTATION_HOUR_UTC} {listed} * ? *)",
         duration=f"{ROTATION_DURATION_HOURS}h",
-        days_of_month=tuple(days),
+        days_of_month=tuple(sorted(days)),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pulumi
 import pulumi_aws as aws
 
@@ -14,6 +16,8 @@ from components.spec import (
     emulator_endpoint_problem,
     spec_from_config,
 )
+
+VERIFIED_EXPORT = re.compile(r"s3://[a-z0-9.-]{3,63}/[^#\s]+#sha256=[0-9a-f]{64}")
 
 
 def run() -> EventStack:
@@ -37,12 +41,29 @@ def run() -> EventStack:
         account_id=identity.account_id,
         region=pulumi.Config("aws").require("region"),
         partition=aws.get_partition().partition,
-        export_verified=bool(config.get(EXPORT_VERIFIED_KEY)),
+        export_verified=_export_verified(config.get(EXPORT_VERIFIED_KEY), source),
     )
     event = EventStack(spec.id, context, stack=stack, kubeconfig=config.get_secret("kubeconfig"))
     for key, value in event.outputs.items():
         pulumi.export(key, value)
     return event
+
+
+def _export_verified(value: str | None, source: str) -> bool:
+    """Return whether teardown recorded a verified export; reject a malformed record.
+
+    Only a value of the form teardown writes drops the stateful resources'
+    protection, so a stray or mistyped value keeps them protected.
+    """
+    if value is None:
+        return False
+    if not VERIFIED_EXPORT.fullmatch(value):
+        raise pulumi.RunError(
+            f"{source}: {NAMESPACE}:{EXPORT_VERIFIED_KEY} is {value!r}, not "
+            "s3://BUCKET/KEY#sha256=<64 hex digits>; only `popstack teardown` sets it, "
+            f"so remove it with `pulumi config rm {NAMESPACE}:{EXPORT_VERIFIED_KEY}`"
+        )
+    return True
 
 
 def _all_config() -> dict[str, str]:

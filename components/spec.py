@@ -123,19 +123,24 @@ class Window(_Model):
     @model_validator(mode="after")
     def _order_and_offsets(self) -> Window:
         if self.closes <= self.opens:
-            raise ValueError(
+            raise _FieldError(
+                ("window", "closes"),
                 f"closes ({self.closes.isoformat()}) is not after "
-                f"opens ({self.opens.isoformat()}); swap them or move closes later"
+                f"opens ({self.opens.isoformat()}); swap them or move closes later",
             )
         zone = ZoneInfo(self.time_zone)
         for edge in ("opens", "closes"):
             moment: datetime = getattr(self, edge)
             expected = moment.astimezone(zone).utcoffset()
             if moment.utcoffset() != expected:
-                local = moment.astimezone(zone).isoformat()
-                raise ValueError(
+                wall_clock = moment.replace(tzinfo=zone)
+                same_instant = moment.astimezone(zone)
+                raise _FieldError(
+                    ("window", edge),
                     f"{edge} {moment.isoformat()} has offset {_offset(moment.utcoffset())} but "
-                    f"{self.time_zone} is at {_offset(expected)} then; write it as {local}"
+                    f"{self.time_zone} is at {_offset(expected)} then; write "
+                    f"{wall_clock.isoformat()} for {moment:%H:%M} local time, or "
+                    f"{same_instant.isoformat()} for the same instant",
                 )
         return self
 
@@ -189,9 +194,10 @@ class Checkout(_Model):
     @model_validator(mode="after")
     def _replica_bounds(self) -> Checkout:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
+            raise _FieldError(
+                ("checkout", "minReplicas"),
                 f"minReplicas ({self.min_replicas}) is greater than maxReplicas "
-                f"({self.max_replicas}); raise maxReplicas or lower minReplicas"
+                f"({self.max_replicas}); raise maxReplicas or lower minReplicas",
             )
         return self
 
@@ -344,6 +350,11 @@ class EventSpec(_Model):
                 )
         names: set[str] = set()
         for index, secret in enumerate(self.secrets):
+            if secret.name in RESERVED_SECRET_NAMES:
+                raise _FieldError(
+                    ("secrets", index, "name"),
+                    f"{secret.name!r} is reserved for the cache's AUTH secret; choose another name",
+                )
             if secret.name in names:
                 raise _FieldError(
                     ("secrets", index, "name"),
@@ -364,6 +375,9 @@ class EventSpec(_Model):
     def location_enabled(self, location_id: str) -> bool:
         return self.flags.locations.get(location_id, True)
 
+
+# Secret names the stack uses for its own secrets.
+RESERVED_SECRET_NAMES = ("cache-auth",)
 
 # The parts a stack with `emulator: true` leaves out, because moto (5.2) does
 # not implement their APIs.
@@ -532,8 +546,9 @@ def read_yaml(path: Path) -> tuple[CommentedMap, dict[tuple, int]]:
             source, [f"{source}: file not found; create it with `popstack new`"]
         ) from None
     except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
         raise SpecError(
-            source, [f"{source}: byte {error.start} is not UTF-8; save the file as UTF-8"]
+            source, [f"{source}:{line}: byte {error.start} is not UTF-8; save the file as UTF-8"]
         ) from None
     try:
         document = YAML(typ="rt").load(text)

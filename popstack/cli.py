@@ -18,8 +18,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
 
 STACKS_DIR = Path("stacks")
 EXIT_BAD_INPUT = 2
@@ -49,6 +49,8 @@ def plan(
     policies: Annotated[bool, typer.Option(help="Run the policy pack's rules.")] = True,
 ) -> None:
     """Evaluate the program offline under Pulumi's mocks and check policies; no cloud needed."""
+    import pulumi
+
     from popstack.plan import build_plan
     from popstack.render import render_plan
 
@@ -60,6 +62,8 @@ def plan(
         except SpecError as error:
             errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except pulumi.RunError as error:
+            raise fail(str(error)) from None
         if result.mandatory_failures:
             exit_code = EXIT_POLICY
         results.append(result)

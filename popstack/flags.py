@@ -6,9 +6,9 @@ of it with the stack's all-at-once strategy. `popstack flag` and teardown's firs
 (closing checkout) both use ``flip``.
 
 Every hosted version popstack creates carries a version label from ``POPSTACK_LABELS``,
-so teardown can find and delete them before `pulumi destroy`: AppConfig refuses to
-delete a configuration profile that still has hosted versions, and only the initial
-version belongs to the Pulumi program.
+so teardown can find and delete them before `pulumi destroy`. AppConfig rejects deleting
+a configuration profile that still has hosted versions, and only the initial version
+belongs to the Pulumi program.
 
 The AppConfig calls are split over two clients, which are the same client in
 production. ``content_client`` creates, reads and deletes hosted versions;
@@ -50,7 +50,7 @@ class FlagTarget:
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any]) -> FlagTarget:
-        """Build the target from `flagsApplicationId`, `flagsProfileId` and friends."""
+        """Build the target from the `flags*Id` stack outputs."""
         missing = [key for key in ("flagsApplicationId", "flagsProfileId") if not outputs.get(key)]
         if missing:
             raise FlagError(
@@ -81,7 +81,7 @@ class HostedVersion:
 
 @dataclass(frozen=True)
 class FlipResult:
-    """What a flip changed: the flag's old and new value, the version and deployment."""
+    """The outcome of a flip: the flag's old and new value, the new version and deployment."""
 
     flag: str
     old: bool

@@ -253,10 +253,14 @@ def record_program(stack_file: StackFile, account_id: str = PLAN_ACCOUNT_ID) -> 
         logger=logger,
         monitor=monitor,
     )
+    # A failed earlier run leaves its pending tasks in the settings; start clean.
+    settings.SETTINGS.outputs = set()
     root = settings.get_root_resource()
-    _sync_await(mocks.run_pulumi_func(program.run))
-    outputs, secret_outputs = _sync_await(_resolve_outputs(getattr(root, "outputs", {})))
-    logger.removeHandler(collector)
+    try:
+        _sync_await(mocks.run_pulumi_func(program.run))
+        outputs, secret_outputs = _sync_await(_resolve_outputs(getattr(root, "outputs", {})))
+    finally:
+        logger.removeHandler(collector)
     return Recording(
         stack=stack_file.stack,
         resources=list(monitor.recorded),

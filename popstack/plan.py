@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from components.spec import StackFile, load_stack_file
+from components.spec import EXPORT_VERIFIED_KEY, NAMESPACE, StackFile, load_stack_file
+from policies.rules import RuleResult, evaluate_recording
 from popstack.mockrun import (
     PLAN_ACCOUNT_ID,
     SECRET_MASK,
@@ -27,14 +28,14 @@ class Plan:
     parts: dict[str, list[RecordedResource]]
     depth: int
     critical_path: list[RecordedResource]
-    policy_results: list[Any] = field(default_factory=list)
+    policy_results: list[RuleResult] = field(default_factory=list)
 
     @property
     def resource_count(self) -> int:
         return len(self.recording.resources)
 
     @property
-    def mandatory_failures(self) -> list[Any]:
+    def mandatory_failures(self) -> list[RuleResult]:
         return [r for r in self.policy_results if not r.passed and r.enforcement == "mandatory"]
 
     def to_json(self) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def group_by_part(recording: Recording) -> dict[str, list[RecordedResource]]:
             parts.setdefault(label, [])
             continue
         parts.setdefault(label, []).append(resource)
-    return dict(sorted(parts.items()))
+    return {label: sorted(found, key=lambda r: r.urn) for label, found in sorted(parts.items())}
 
 
 def dependency_chain(recording: Recording) -> list[RecordedResource]:
@@ -169,7 +170,8 @@ def dependency_chain(recording: Recording) -> list[RecordedResource]:
         return best + (urn,)
 
     chains = [longest(r.urn) for r in recording.resources if r.custom]
-    winner = max(chains, key=len, default=())
+    # Registration order varies between runs; sorting makes the chosen chain stable.
+    winner = max(sorted(chains), key=len, default=())
     return [by_urn[urn] for urn in winner]
 
 
@@ -191,10 +193,7 @@ def build_plan(stack_file: StackFile | str, run_policies: bool = True) -> Plan:
     return plan
 
 
-def evaluate_policies(plan: Plan) -> list[Any]:
+def evaluate_policies(plan: Plan) -> list[RuleResult]:
     """Run the policy pack's rules over the recorded resources, as the pack does in a preview."""
-    try:
-        from policies.rules import evaluate_recording
-    except ImportError:
-        return []
-    return evaluate_recording(plan.recording, plan.stack_file.spec)
+    export_verified = bool(plan.stack_file.config.get(f"{NAMESPACE}:{EXPORT_VERIFIED_KEY}"))
+    return evaluate_recording(plan.recording, plan.stack_file.spec, export_verified=export_verified)

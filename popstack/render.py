@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -42,8 +43,10 @@ def render_plan(plan: Plan, console: Console) -> None:
         render_policies(plan, console)
 
     outputs = Table(title="outputs", show_header=False, box=None, pad_edge=False)
+    outputs.add_column("key", no_wrap=True)
+    outputs.add_column("value", overflow="fold")
     for key, value in plan.recording.outputs.items():
-        outputs.add_row(key, str(value))
+        outputs.add_row(key, escape(str(value)))
     console.print(outputs, highlight=False)
 
     for line in plan.recording.logs:
@@ -56,15 +59,24 @@ def render_plan(plan: Plan, console: Console) -> None:
 
 
 def render_policies(plan: Plan, console: Console) -> None:
-    """Print the verdict of each policy rule."""
+    """Print the verdict of each policy rule, one finding per line."""
     table = Table(title="policies", box=None, pad_edge=False)
     table.add_column("rule")
     table.add_column("level")
     table.add_column("verdict")
     table.add_column("detail", overflow="fold")
     for result in plan.policy_results:
-        verdict = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
-        if not result.passed and result.enforcement != "mandatory":
-            verdict = "[yellow]advice[/]"
-        table.add_row(result.rule, result.enforcement, verdict, "; ".join(result.messages))
+        verdict = VERDICT_STYLES[result.verdict]
+        # Messages quote tag values and image names, so brackets must not become markup.
+        detail = escape("\n".join(result.messages))
+        table.add_row(result.rule, result.enforcement, verdict, detail)
     console.print(table, highlight=False)
+
+
+# "unknown": the rule cannot check some resources until the update resolves their inputs.
+VERDICT_STYLES = {
+    "pass": "[green]pass[/]",
+    "fail": "[red]FAIL[/]",
+    "advice": "[yellow]advice[/]",
+    "unknown": "[yellow]unknown[/]",
+}

@@ -34,8 +34,8 @@ Manual receipts: required columns ``receipt_id``, ``location_id``, ``taken_at`` 
 optional columns ``order_id``, ``payment_reference`` and ``note``.
 
 Amounts follow the grammar in ``teardown.money``. Currencies are ISO 4217 codes in
-either case. A time must be ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` (or with a space for
-``T``) followed by ``Z`` or an offset such as ``+01:00``.
+either case. A time is ``YYYY-MM-DD``, ``T`` or a space, ``HH[:MM[:SS[.ffffff]]]``,
+then ``Z`` or an offset ``+HH``, ``+HHMM`` or ``+HH:MM`` (or with ``-``).
 
 Any problem raises ``InputError`` naming the file, the line (the physical line where
 the record starts, counting the header as line 1) and the column. A column whose name
@@ -43,8 +43,8 @@ suggests personal data (see ``PERSONAL_DATA_COLUMN_WORDS``) is rejected, because
 file is copied into the export as received. Reading has no side effects, so a rejected
 input leaves nothing behind.
 
-Validation is vectorised with pyarrow; only after a check fails is the file scanned
-record by record to find the line of the first offending value.
+Validation is vectorised with pyarrow. Only after a check fails is the file scanned
+record by record, to find the line of the first offending value.
 """
 
 from __future__ import annotations
@@ -80,17 +80,18 @@ PERSONAL_DATA_COLUMN_WORDS = (
 )
 
 TIME_WITH_OFFSET = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
-    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)$"
 )
 TIME_WITHOUT_OFFSET = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}(?::[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?$"
 )
 STRIPE_UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _POWERS_OF_TEN = pa.array([10**n for n in range(19)], pa.int64())
 _BLOCK_SIZE = 16 << 20
+_HEADER_BYTES = 1 << 16
 _UTF8_BOM = codecs.BOM_UTF8
 
 
@@ -121,11 +122,6 @@ class CsvFormat:
                 raise ValueError(
                     f"thousands and decimal separators are both {self.decimal!r}; they must differ"
                 )
-        if self.delimiter in (self.decimal, self.thousands):
-            raise ValueError(
-                f"delimiter {self.delimiter!r} is also a separator inside amounts; "
-                "use a different delimiter, such as ';' with a decimal comma"
-            )
         try:
             codecs.lookup(self.encoding)
         except LookupError:
@@ -295,6 +291,7 @@ _STRIPE_REQUIRED = (
     "net",
     "reporting_category",
 )
+_STRIPE_REFERENCES = ("charge_id", "source_id")
 _GENERIC_REQUIRED = (
     "settlement_id",
     "payment_reference",
@@ -342,6 +339,14 @@ _STRIPE_STRUCTURED = _STRIPE_REQUIRED + (
 )
 _GENERIC_STRUCTURED = _GENERIC_REQUIRED + ("fee",)
 _RECEIPT_STRUCTURED = _RECEIPT_REQUIRED + ("order_id", "payment_reference")
+# Every column that some layout reads; the reader parses only these and free-text ones.
+_READ_COLUMNS = frozenset(
+    _STRIPE_REQUIRED
+    + ("charge_id", "source_id", "description")
+    + _GENERIC_STRUCTURED
+    + _RECEIPT_REQUIRED
+    + _RECEIPT_OPTIONAL
+)
 SUSPECT_PATTERN = r"@|[0-9](?:[ .()\-]?[0-9]){6,}"
 
 
@@ -360,32 +365,34 @@ def read_settlements(files: Sequence[InputFile]) -> Settlements:
                 file.name,
                 f"settlement layout {file.layout!r} is unknown; declare 'stripe' or 'generic'",
             )
-        reader = _CsvReader(file)
+        if file.layout == STRIPE:
+            reader = _CsvReader(file, _STRIPE_STRUCTURED, _STRIPE_REQUIRED, _STRIPE_REFERENCES)
+        else:
+            reader = _CsvReader(file, _GENERIC_STRUCTURED, _GENERIC_REQUIRED)
         if file.layout == STRIPE:
             table = _stripe_settlements(reader)
         else:
             table = _generic_settlements(reader)
         tables.append(table)
-        structured = _STRIPE_STRUCTURED if file.layout == STRIPE else _GENERIC_STRUCTURED
-        sources.append(reader.source("settlement", index, structured))
+        sources.append(reader.source("settlement", index))
     if tables:
         table = pa.concat_tables(tables)
     else:
         table = SETTLEMENT_SCHEMA.empty_table()
-    return Settlements(table.combine_chunks(), sources)
+    return Settlements(table, sources)
 
 
 def read_receipts(files: Sequence[InputFile]) -> Receipts:
     """Read and validate manual-receipt files, in the order given.
 
-    Pass no files when no manual receipts were taken; a file with a header and no
+    Pass no files when no manual receipts were taken. A file with a header and no
     receipts is rejected, because an upload is expected to contain receipts. Raises
     InputError for the first problem found.
     """
     tables = []
     sources = []
     for index, file in enumerate(files):
-        reader = _CsvReader(file)
+        reader = _CsvReader(file, _RECEIPT_STRUCTURED, _RECEIPT_REQUIRED)
         if reader.table.num_rows == 0:
             raise InputError(
                 file.name,
@@ -394,17 +401,15 @@ def read_receipts(files: Sequence[InputFile]) -> Receipts:
             )
         table = _receipts(reader)
         tables.append(table)
-        sources.append(reader.source("receipt", index, _RECEIPT_STRUCTURED))
+        sources.append(reader.source("receipt", index))
     if tables:
         table = pa.concat_tables(tables)
     else:
         table = RECEIPT_SCHEMA.empty_table()
-    return Receipts(table.combine_chunks(), sources)
+    return Receipts(table, sources)
 
 
 def _stripe_settlements(reader: _CsvReader) -> pa.Table:
-    reader.require(_STRIPE_REQUIRED)
-    reader.require_one_of(("charge_id", "source_id"))
     rows = reader.table.num_rows
     settlement_id = reader.required_text("balance_transaction_id")
     category = reader.column("reporting_category")
@@ -418,6 +423,7 @@ def _stripe_settlements(reader: _CsvReader) -> pa.Table:
     gross = reader.amounts("gross", exponents, currency)
     fee = reader.amounts("fee", exponents, currency)
     net = reader.amounts("net", exponents, currency)
+
     expected_net = pc.subtract(gross, fee)
     reader.check_true(
         "net",
@@ -427,6 +433,7 @@ def _stripe_settlements(reader: _CsvReader) -> pa.Table:
             f"minus fee {reader.value('fee', i)!r}; check the row against the provider's report"
         ),
     )
+
     charge_id = reader.optional_text("charge_id")
     source_id = reader.optional_text("source_id")
     if charge_id is None:
@@ -449,6 +456,7 @@ def _stripe_settlements(reader: _CsvReader) -> pa.Table:
         lambda i: "the line has neither charge_id nor source_id, so it cannot be matched",
     )
     _check_signs(reader, "gross", category, gross)
+
     settled_at = reader.times("created_utc", stripe_utc=True)
     description = reader.optional_text("description")
     return _settlement_table(
@@ -466,7 +474,6 @@ def _stripe_settlements(reader: _CsvReader) -> pa.Table:
 
 
 def _generic_settlements(reader: _CsvReader) -> pa.Table:
-    reader.require(_GENERIC_REQUIRED)
     rows = reader.table.num_rows
     settlement_id = reader.required_text("settlement_id")
     reference = reader.required_text("payment_reference")
@@ -526,11 +533,10 @@ def _settlement_table(reader: _CsvReader, **columns: pa.Array) -> pa.Table:
         pa.repeat(pa.scalar(reader.file.name, pa.string()), rows),
         _record_numbers(rows),
     ]
-    return pa.Table.from_arrays([_as_array(a) for a in arrays], schema=SETTLEMENT_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=SETTLEMENT_SCHEMA)
 
 
 def _receipts(reader: _CsvReader) -> pa.Table:
-    reader.require(_RECEIPT_REQUIRED)
     rows = reader.table.num_rows
     receipt_id = reader.required_text("receipt_id")
     location_id = reader.required_text("location_id")
@@ -559,7 +565,7 @@ def _receipts(reader: _CsvReader) -> pa.Table:
         pa.repeat(pa.scalar(reader.file.name, pa.string()), rows),
         _record_numbers(rows),
     ]
-    return pa.Table.from_arrays([_as_array(a) for a in arrays], schema=RECEIPT_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=RECEIPT_SCHEMA)
 
 
 def _lines(text: str) -> Iterator[str]:
@@ -586,36 +592,42 @@ def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 class _CsvReader:
-    """One CSV file parsed into string columns, with checks that raise InputError."""
+    """One CSV file parsed into string columns, with checks that raise InputError.
 
-    def __init__(self, file: InputFile):
+    ``columns`` limits the parsed columns to those the layout reads; the free-text
+    columns that the export scans for personal data are always parsed.
+    """
+
+    def __init__(
+        self,
+        file: InputFile,
+        structured: Sequence[str],
+        required: Sequence[str],
+        one_of: Sequence[str] = (),
+    ):
         self.file = file
         self.name = file.name
         self._text: str | None = None
-        payload = self._decode(file)
+        payload = self._payload(file)
         self.header = self._read_header(payload)
-        self.table = self._parse(payload)
+        self.require(required)
+        if one_of:
+            self.require_one_of(one_of)
+        self.scanned = tuple(name for name in self.header if name not in structured)
+        self.table = self._parse(payload, structured)
 
     # Reading
 
-    def _decode(self, file: InputFile) -> bytes:
+    def _payload(self, file: InputFile) -> bytes:
+        """Return the file as UTF-8 without a byte order mark.
+
+        A UTF-8 file is not decoded here: pyarrow checks its bytes while parsing, and
+        only a failure leads to a full decode that locates the invalid byte.
+        """
         data = file.data
         fmt = file.format
         if fmt.is_utf8:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as error:
-                line = data.count(b"\n", 0, error.start) + 1
-                byte = data[error.start]
-                raise InputError(
-                    self.name,
-                    f"byte 0x{byte:02x} is not valid UTF-8; save the file as UTF-8 or declare "
-                    "its encoding in the CSV format",
-                    line=line,
-                    byte_offset=error.start,
-                ) from None
             payload = data[len(_UTF8_BOM) :] if data.startswith(_UTF8_BOM) else data
-            text = text.removeprefix("\ufeff")
         else:
             try:
                 text = data.decode(fmt.encoding)
@@ -628,21 +640,41 @@ class _CsvReader:
                     line=line,
                     byte_offset=error.start,
                 ) from None
-            text = text.removeprefix("\ufeff")
-            payload = text.encode("utf-8")
-        if text.strip() == "":
+            self._text = text.removeprefix("\ufeff")
+            payload = self._text.encode("utf-8")
+        if re.search(rb"\S", payload) is None:
             raise InputError(
                 self.name,
                 "the file is empty; upload the file with its header line and at least one row",
             )
-        self._text = text
         return payload
 
+    def _invalid_utf8(self) -> InputError | None:
+        """Return the error for the first invalid UTF-8 byte, or None when there is none."""
+        data = self.file.data
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return InputError(
+                self.name,
+                f"byte 0x{data[error.start]:02x} is not valid UTF-8; save the file as UTF-8 or "
+                "declare its encoding in the CSV format",
+                line=data.count(b"\n", 0, error.start) + 1,
+                byte_offset=error.start,
+            )
+        return None
+
     def _read_header(self, payload: bytes) -> list[str]:
-        rows = csv.reader(_lines(self.text), **self._dialect())
+        head = payload[:_HEADER_BYTES]
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            text = decoder.decode(head, final=len(head) < _HEADER_BYTES)
+        except UnicodeDecodeError:
+            raise self._invalid_utf8() from None
+        rows = csv.reader(_lines(text), **self._dialect())
         try:
             raw = next(record for record in rows if record)
-        except csv.Error as error:
+        except (csv.Error, StopIteration) as error:
             raise InputError(self.name, f"the header is not valid CSV: {error}", line=1) from None
         header = [name.strip() for name in raw]
         seen = set()
@@ -669,17 +701,15 @@ class _CsvReader:
                     line=1,
                     column=name,
                 )
-        self._raw_header = raw
         return header
 
-    def _parse(self, payload: bytes) -> pa.Table:
+    def _parse(self, payload: bytes, structured: Sequence[str]) -> pa.Table:
         fmt = self.file.format
+        parsed = [name for name in self.header if name in _READ_COLUMNS or name in self.scanned]
         try:
             table = pacsv.read_csv(
                 pa.BufferReader(payload),
-                read_options=pacsv.ReadOptions(
-                    block_size=_BLOCK_SIZE, column_names=self.header, skip_rows=0
-                ),
+                read_options=pacsv.ReadOptions(block_size=_BLOCK_SIZE, column_names=self.header),
                 parse_options=pacsv.ParseOptions(
                     delimiter=fmt.delimiter,
                     quote_char='"',
@@ -690,13 +720,15 @@ class _CsvReader:
                 ),
                 convert_options=pacsv.ConvertOptions(
                     column_types={name: pa.string() for name in self.header},
+                    include_columns=parsed,
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
                 ),
             )
         except pa.ArrowInvalid as error:
-            raise self._locate_parse_error(error) from None
-        # The header record came back as the first row, because column names were given.
+            invalid = self._invalid_utf8() if fmt.is_utf8 else None
+            raise (invalid or self._locate_parse_error(error)) from None
+        # The header came back as the first row, because the column names were given.
         return table.slice(1)
 
     def _locate_parse_error(self, error: Exception) -> InputError:
@@ -727,7 +759,9 @@ class _CsvReader:
 
     @property
     def text(self) -> str:
-        assert self._text is not None
+        """The decoded file, decoded on first use (only error messages need it)."""
+        if self._text is None:
+            self._text = self.file.data.decode(self.file.format.encoding).removeprefix("\ufeff")
         return self._text
 
     def line_of(self, record: int) -> int:
@@ -743,33 +777,32 @@ class _CsvReader:
             start = rows.line_num + 1
         raise AssertionError(f"record {record} not found in {self.name}")
 
-    def source(self, kind: str, index: int, structured: Sequence[str]) -> SourceFile:
+    def source(self, kind: str, index: int) -> SourceFile:
         """Return the file's SourceFile, with the suspect values of its free-text columns."""
-        scanned = tuple(name for name in self.header if name not in structured)
         suspects: set[str] = set()
-        for name in scanned:
-            values = self.column(name)
+        for name in self.scanned:
+            values = pc.unique(self.table.column(name))
             hits = pc.filter(values, pc.match_substring_regex(values, SUSPECT_PATTERN))
-            suspects.update(pc.unique(hits).to_pylist())
+            suspects.update(hits.to_pylist())
         return SourceFile(
             kind=kind,
             index=index,
             file=self.file,
             records=self.table.num_rows,
-            scanned_columns=scanned,
+            scanned_columns=self.scanned,
             suspect_values=tuple(sorted(suspects)),
         )
 
-    # Column access
+    # Column access and checks
 
-    def column(self, name: str) -> pa.Array:
-        return _as_array(self.table.column(name))
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.table.column(name)
 
     def value(self, name: str, index: int) -> str:
         return self.table.column(name)[index].as_py()
 
     @staticmethod
-    def value_of(values: pa.Array, index: int) -> object:
+    def value_of(values: pa.Array | pa.ChunkedArray, index: int) -> object:
         return values[index].as_py()
 
     def error(self, index: int, column: str, problem: str) -> InputError:
@@ -796,15 +829,19 @@ class _CsvReader:
                 column=names[0],
             )
 
-    def check_true(self, column: str, good: pa.Array, reason: Callable[[int], str]) -> None:
+    def check_true(self, column: str, good, reason: Callable[[int], str]) -> None:
         """Raise for the first row where ``good`` is false or null."""
-        bad = pc.invert(pc.fill_null(good, False))
-        if pc.any(bad).as_py():
-            index = pc.index(bad, True).as_py()
-            raise self.error(index, column, reason(index))
+        if _all_true(good):
+            return
+        index = pc.index(pc.fill_null(good, False), False).as_py()
+        raise self.error(index, column, reason(index))
 
-    def required_text(self, name: str) -> pa.Array:
-        values = pc.utf8_trim(self.column(name), " ")
+    def trimmed(self, name: str) -> pa.ChunkedArray:
+        """Return the column without surrounding spaces."""
+        return pc.utf8_trim(self.column(name), " ")
+
+    def required_text(self, name: str) -> pa.ChunkedArray:
+        values = self.trimmed(name)
         self.check_true(
             name,
             pc.not_equal(values, ""),
@@ -812,11 +849,11 @@ class _CsvReader:
         )
         return values
 
-    def optional_text(self, name: str) -> pa.Array | None:
+    def optional_text(self, name: str) -> pa.ChunkedArray | None:
         """Return the trimmed column with empty values as nulls, or None when it is absent."""
         if name not in self.header:
             return None
-        values = pc.utf8_trim(self.column(name), " ")
+        values = self.trimmed(name)
         return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
 
     def check_allowed(self, name: str, allowed: Sequence[str], fix: str) -> None:
@@ -827,87 +864,106 @@ class _CsvReader:
             lambda i: f"{name} {self.value(name, i)!r} is not one of {', '.join(allowed)}; {fix}",
         )
 
-    def currencies(self, name: str) -> tuple[pa.Array, pa.Array]:
+    def currencies(self, name: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
         """Return the upper-cased currency codes and each row's ISO 4217 exponent."""
-        codes = pc.utf8_upper(pc.utf8_trim(self.column(name), " "))
-        encoded = codes.dictionary_encode()
+        codes = pc.utf8_upper(self.trimmed(name))
+        distinct = pc.unique(codes).to_pylist()
         exponents = []
-        for position, code in enumerate(encoded.dictionary.to_pylist()):
+        for code in distinct:
             try:
                 exponents.append(money.exponent(code))
             except money.AmountError as error:
-                index = pc.index(encoded.indices, position).as_py()
+                index = pc.index(codes, code).as_py()
                 raise self.error(index, name, str(error)) from None
-        table = pa.array(exponents, pa.int64())
-        return codes, pc.take(table, encoded.indices)
+        positions = pc.index_in(codes, value_set=pa.array(distinct, pa.string()))
+        return codes, pc.take(pa.array(exponents, pa.int64()), positions)
 
     def amounts(
         self,
         name: str,
-        exponents: pa.Array,
-        currencies: pa.Array,
+        exponents: pa.ChunkedArray,
+        currencies: pa.ChunkedArray,
         *,
         optional: bool = False,
-    ) -> pa.Array:
+    ) -> pa.ChunkedArray:
         """Parse a column of decimal amounts into minor units, exactly, in bulk.
 
-        Well-formed values are converted with integer kernels. The first row that fails a
-        check is parsed again by ``money.parse_amount``, whose message names the problem.
+        Well-formed values are converted with string and integer kernels. The first row
+        that fails a check is parsed again by ``money.parse_amount``, whose message
+        names the problem. With ``optional``, empty values become nulls.
         """
         fmt = self.file.format
-        text = pc.utf8_trim(self.column(name), " ")
+        pattern = money.amount_pattern(fmt.decimal, fmt.thousands)
+        text = self.column(name)
+        empty = None
         if optional:
-            text = pc.if_else(pc.equal(text, ""), "0", text)
+            text = pc.utf8_trim(text, " ")
+            empty = pc.equal(text, "")
+            text = pc.if_else(empty, "0", text)
 
         def reason(i: int) -> str:
             value = text[i].as_py()
-            currency = currencies[i].as_py()
             try:
-                money.parse_amount(value, currency, fmt.decimal, fmt.thousands)
+                money.parse_amount(value, currencies[i].as_py(), fmt.decimal, fmt.thousands)
             except money.AmountError as error:
                 return str(error)
             raise AssertionError(f"amount {value!r} failed a bulk check but parses")
 
-        pattern = money.amount_pattern(fmt.decimal, fmt.thousands)
-        self.check_true(name, pc.match_substring_regex(text, pattern), reason)
-        unsigned = pc.replace_substring(text, "-", "")
-        if fmt.thousands is not None:
-            unsigned = pc.replace_substring(unsigned, fmt.thousands, "")
-        decimal = re.escape(fmt.decimal)
-        parts = pc.extract_regex(
-            unsigned, rf"^(?P<whole>[0-9]+)(?:{decimal}(?P<fraction>[0-9]*))?$"
+        if not _all_true(pc.match_substring_regex(text, pattern)):
+            text = pc.utf8_trim(text, " ")
+            self.check_true(name, pc.match_substring_regex(text, pattern), reason)
+        digits = text if fmt.thousands is None else pc.replace_substring(text, fmt.thousands, "")
+        point = pc.find_substring(digits, fmt.decimal)
+        places = pc.if_else(
+            pc.less(point, 0), 0, pc.subtract(pc.subtract(pc.utf8_length(digits), point), 1)
         )
-        whole = pc.struct_field(parts, "whole")
-        fraction = pc.struct_field(parts, "fraction")
-        places = pc.utf8_length(fraction)
+        places = pc.cast(places, pa.int64())
         self.check_true(name, pc.less_equal(places, exponents), reason)
-        significant = pc.utf8_length(pc.utf8_ltrim(whole, "0"))
-        self.check_true(
-            name, pc.less_equal(pc.add(significant, exponents), money.MAX_MINOR_DIGITS), reason
-        )
-        whole_minor = pc.multiply(pc.cast(whole, pa.int64()), pc.take(_POWERS_OF_TEN, exponents))
-        fraction_value = pc.cast(pc.if_else(pc.equal(fraction, ""), "0", fraction), pa.int64())
-        scale = pc.take(_POWERS_OF_TEN, pc.subtract(exponents, pc.cast(places, pa.int64())))
-        minor = pc.add(whole_minor, pc.multiply(fraction_value, scale))
-        negative = pc.starts_with(text, "-")
-        result = pc.if_else(negative, pc.negate(minor), minor)
-        if optional:
-            original = pc.utf8_trim(self.column(name), " ")
-            result = pc.if_else(pc.equal(original, ""), pa.scalar(None, pa.int64()), result)
-        return _as_array(result)
+        scale = pc.take(_POWERS_OF_TEN, pc.subtract(exponents, places))
+        try:
+            unscaled = pc.cast(pc.replace_substring(digits, fmt.decimal, ""), pa.int64())
+            minor = pc.multiply_checked(unscaled, scale)
+        except pa.ArrowInvalid:
+            minor = None
+        limit = 10**money.MAX_MINOR_DIGITS
+        if minor is None or not _all_true(pc.less(pc.abs_checked(minor), limit)):
+            index = self._first_out_of_range(text, currencies)
+            raise self.error(index, name, reason(index))
+        if empty is not None:
+            minor = pc.if_else(empty, pa.scalar(None, pa.int64()), minor)
+        return minor
 
-    def times(self, name: str, *, stripe_utc: bool = False) -> pa.Array:
+    def _first_out_of_range(self, text: pa.ChunkedArray, currencies: pa.ChunkedArray) -> int:
+        fmt = self.file.format
+        for index, (value, currency) in enumerate(
+            zip(text.to_pylist(), currencies.to_pylist(), strict=True)
+        ):
+            try:
+                money.parse_amount(value, currency, fmt.decimal, fmt.thousands)
+            except money.AmountError:
+                return index
+        raise AssertionError("a bulk amount check failed but every value parses alone")
+
+    def times(self, name: str, *, stripe_utc: bool = False) -> pa.ChunkedArray:
         """Parse ISO 8601 times with an offset into UTC timestamps (microseconds)."""
         text = self.column(name)
         if stripe_utc:
             # Stripe's *_utc columns are UTC by definition and carry no offset.
+            naive = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="us", error_is_null=True)
+            if _all_true(pc.is_valid(naive)):
+                return pc.cast(naive, TIMESTAMP)
             text = pc.utf8_trim(text, " ")
-            naive = pc.match_substring_regex(text, STRIPE_UTC_TIME)
-            text = pc.if_else(naive, pc.binary_join_element_wise(text, "Z", ""), text)
+            no_offset = pc.match_substring_regex(text, STRIPE_UTC_TIME)
+            text = pc.if_else(no_offset, pc.binary_join_element_wise(text, "Z", ""), text)
         times, index, problem = parse_times(text)
         if times is None:
             raise self.error(index, name, problem)
         return times
+
+
+def _all_true(values) -> bool:
+    """Return whether every value is true, a null counting as false."""
+    return pc.all(values, skip_nulls=False, min_count=0).as_py() is True
 
 
 def parse_times(values: pa.Array) -> tuple[pa.Array | None, int | None, str | None]:
@@ -916,13 +972,17 @@ def parse_times(values: pa.Array) -> tuple[pa.Array | None, int | None, str | No
     Returns ``(timestamps, None, None)``, or ``(None, index, problem)`` for the first
     invalid value. Also used by the order validation in ``teardown.reconcile``.
     """
+    try:
+        return pc.cast(values, TIMESTAMP), None, None
+    except pa.ArrowInvalid:
+        pass
     text = pc.utf8_trim(values, " ")
     good = pc.fill_null(pc.match_substring_regex(text, TIME_WITH_OFFSET), False)
-    if not pc.all(good).as_py():
+    if not _all_true(good):
         index = pc.index(good, False).as_py()
         return None, index, _time_problem(text[index].as_py())
     try:
-        return _as_array(pc.cast(text, TIMESTAMP)), None, None
+        return pc.cast(text, TIMESTAMP), None, None
     except pa.ArrowInvalid:
         pass
     for index, value in enumerate(text.to_pylist()):

@@ -15,7 +15,7 @@ separator T:
 * at most as many fractional digits as the currency's exponent, so ``12.345`` USD,
   ``1.5`` JPY and ``100.0`` JPY are all rejected;
 * at most 15 digits in minor units (leading zeros aside), so that one value stays far
-  inside a signed 64-bit integer; totals are summed as Python or 128-bit integers.
+  inside a signed 64-bit integer. Totals are summed as Python or 128-bit integers.
 
 A value is ambiguous, and rejected, when it contains the separator of the other
 convention (``,`` when D is ``.``, ``.`` when D is ``,``) and T is not declared, or
@@ -37,7 +37,7 @@ DECIMAL_SEPARATORS = (".", ",")
 
 
 class AmountError(ValueError):
-    """An amount or currency that cannot be read exactly; the message says why and how to fix it."""
+    """An amount or currency that cannot be read exactly. The message gives the reason and fix."""
 
 
 @cache

@@ -1,9 +1,9 @@
 """Reconcile an event's orders with payment settlements and manual receipts.
 
-Entry points: ``load_orders`` validates the order records of the checkout service,
-``reconcile`` matches them with the output of ``teardown.csvinput`` and returns one
-classified row per order, per unmatched or repeated settlement line and per unmatched
-or repeated receipt, with exact totals.
+Entry points: ``load_orders`` validates the order records of the checkout service.
+``reconcile`` matches them with the output of ``teardown.csvinput``. It returns one
+classified row for each order, each unmatched or repeated settlement line and each
+unmatched or repeated receipt, with exact totals.
 
 Matching:
 
@@ -42,8 +42,9 @@ Row amounts: ``amount_minor`` is the order's amount, the line's amount or the
 receipt's amount; ``settled_minor`` and ``receipts_minor`` are the signed sums of the
 settlement lines and receipts attached to the row in the row's currency (a line or
 receipt row carries itself). Lines and receipts in another currency are listed in
-``settlement_ids`` and ``receipt_ids`` but left out of the sums. Each row's ``hour`` is the start of its local hour in the event's time zone,
-from ``createdAt``, the line's settlement time or the receipt's ``taken_at``.
+``settlement_ids`` and ``receipt_ids`` but left out of the sums. Each row's ``hour``
+is the start of its local hour in the event's time zone, taken from ``createdAt``,
+the line's settlement time or the receipt's ``taken_at``.
 
 Totals are exact integers, one entry per key and currency: per class over all rows,
 and per location, currency, payment method and hour over every row except
@@ -52,7 +53,7 @@ and per location, currency, payment method and hour over every row except
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -141,18 +142,6 @@ _ORDER_TEXT_FIELDS = {
 _ORDER_INTEGER_FIELDS = {"amountMinor": "amount_minor", "refundedMinor": "refunded_minor"}
 _ORDER_REQUIRED = ("orderId", "locationId", "createdAt", "currency", "amountMinor")
 _ORDERS = "orders"
-_ORDER_SORT_KEYS = (
-    "order_id",
-    "created_at",
-    "location_id",
-    "currency",
-    "amount_minor",
-    "payment_method",
-    "payment_reference",
-    "status",
-    "refunded_minor",
-    "card_last4",
-)
 
 
 @dataclass(frozen=True)
@@ -184,11 +173,15 @@ class Total:
 
 @dataclass(frozen=True)
 class Reconciliation:
-    """Classified rows (``ROW_SCHEMA``, in a fixed order) and their totals per group."""
+    """Classified rows (``ROW_SCHEMA``, in a fixed order) and their totals per group.
+
+    ``orders`` are the orders in the order of their rows, which is the export's order.
+    """
 
     rows: pa.Table
     totals: dict[str, list[Total]]
     time_zone: str
+    orders: pa.Table
 
     def totals_as_dict(self) -> dict[str, list[dict[str, object]]]:
         return {group: [t.as_dict() for t in totals] for group, totals in self.totals.items()}
@@ -208,8 +201,9 @@ def load_orders(records: Iterable[Mapping[str, object]] | pa.Table) -> pa.Table:
     orders table returns them (integers may be ``Decimal``), or an Arrow table with
     those column names. ``customerEmail`` and ``customerPhone`` are dropped, and
     ``cardNumber`` is reduced to its last four digits. Unknown fields are ignored.
-    Rows are sorted on all columns, and ``source_record`` is the 1-based position in
-    that order. Raises InputError naming the input record (1-based) and field.
+    ``source_record`` is the 1-based input position. A scan returns records in no fixed
+    order, so the reconciliation and the export sort on the other columns first. Raises
+    InputError naming the input record (1-based) and field.
     """
     if isinstance(records, pa.Table):
         columns = _columns_from_table(records)
@@ -254,39 +248,41 @@ def _integer(value: object, field: str, number: int) -> int | None:
     )
 
 
-def _columns_from_table(table: pa.Table) -> dict[str, pa.Array]:
-    columns: dict[str, pa.Array] = {}
+def _columns_from_table(table: pa.Table) -> dict[str, pa.ChunkedArray]:
+    columns: dict[str, pa.ChunkedArray] = {}
     rows = table.num_rows
     for field in _ORDER_TEXT_FIELDS:
         if field in table.column_names:
-            values = table.column(field).combine_chunks()
+            values = table.column(field)
             if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
                 raise InputError(
                     _ORDERS, f"{field} must be a string column, got {values.type}", column=field
                 )
-            columns[field] = values.cast(pa.string())
+            columns[field] = values if values.type == pa.string() else values.cast(pa.string())
         else:
-            columns[field] = pa.nulls(rows, pa.string())
+            columns[field] = pa.chunked_array([pa.nulls(rows, pa.string())])
     for field in _ORDER_INTEGER_FIELDS:
         if field in table.column_names:
-            values = table.column(field).combine_chunks()
+            values = table.column(field)
             if not pa.types.is_integer(values.type):
                 raise InputError(
                     _ORDERS, f"{field} must be an integer column, got {values.type}", column=field
                 )
-            columns[field] = values.cast(pa.int64())
+            columns[field] = values if values.type == pa.int64() else values.cast(pa.int64())
         else:
-            columns[field] = pa.nulls(rows, pa.int64())
+            columns[field] = pa.chunked_array([pa.nulls(rows, pa.int64())])
     return columns
 
 
 def _validate_orders(columns: Mapping[str, list | pa.Array]) -> pa.Table:
     arrays = {
         field: values
-        if isinstance(values, pa.Array)
+        if isinstance(values, pa.Array | pa.ChunkedArray)
         else pa.array(values, pa.int64() if field in _ORDER_INTEGER_FIELDS else pa.string())
         for field, values in columns.items()
     }
+    for field in ("orderId", "locationId", "paymentReference"):
+        arrays[field] = pc.utf8_trim(arrays[field], " ")
     order_ids = arrays["orderId"]
 
     def fail(index: int, field: str, problem: str) -> InputError:
@@ -294,17 +290,18 @@ def _validate_orders(columns: Mapping[str, list | pa.Array]) -> pa.Table:
         suffix = f" (orderId {order_id})" if order_id else ""
         return InputError(_ORDERS, problem + suffix, record=index + 1, column=field)
 
-    def check(field: str, good: pa.Array, problem) -> None:
-        bad = pc.invert(pc.fill_null(good, False))
-        if pc.any(bad).as_py():
-            index = pc.index(bad, True).as_py()
-            raise fail(index, field, problem(index))
+    def check(field: str, good: pa.Array, problem: Callable[[int], str]) -> None:
+        if pc.all(good, skip_nulls=False, min_count=0).as_py() is True:
+            return
+        index = pc.index(pc.fill_null(good, False), False).as_py()
+        raise fail(index, field, problem(index))
 
     for field in _ORDER_REQUIRED:
         values = arrays[field]
-        present = pc.is_valid(values)
         if pa.types.is_string(values.type):
-            present = pc.and_(present, pc.not_equal(pc.utf8_trim(values, " "), ""))
+            present = pc.greater(pc.utf8_length(values), 0)
+        else:
+            present = pc.is_valid(values)
         check(field, present, lambda i, f=field: f"{f} is missing")
     check(
         "paymentMethod",
@@ -363,7 +360,7 @@ def _validate_orders(columns: Mapping[str, list | pa.Array]) -> pa.Table:
 
     check("refundedMinor", refund_ok, refund_problem)
     refunded_minor = pc.if_else(full, amount, refunded)
-    reference = pc.utf8_trim(arrays["paymentReference"], " ")
+    reference = arrays["paymentReference"]
     reference = pc.if_else(pc.equal(reference, ""), pa.scalar(None, pa.string()), reference)
     digits = pc.replace_substring_regex(arrays["cardNumber"], r"[^0-9]", "")
     last4 = pc.if_else(
@@ -373,8 +370,8 @@ def _validate_orders(columns: Mapping[str, list | pa.Array]) -> pa.Table:
     )
     table = pa.Table.from_arrays(
         [
-            pc.utf8_trim(order_ids, " "),
-            pc.utf8_trim(arrays["locationId"], " "),
+            order_ids,
+            arrays["locationId"],
             created_at,
             currency,
             amount,
@@ -386,9 +383,6 @@ def _validate_orders(columns: Mapping[str, list | pa.Array]) -> pa.Table:
         ],
         schema=ORDER_SCHEMA.remove(ORDER_SCHEMA.get_field_index("source_record")),
     )
-    # A scan returns records in no fixed order, so sort on every column: the result,
-    # and each order's source_record, then depend only on the records themselves.
-    table = table.sort_by([(name, "ascending") for name in _ORDER_SORT_KEYS])
     positions = pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), table.num_rows))
     return table.append_column("source_record", positions)
 
@@ -404,10 +398,13 @@ def reconcile(
 
     ``orders`` comes from ``load_orders``; ``time_zone`` is the event's IANA zone, used
     for the hour of each row. The rows come back sorted by time, then kind (order,
-    settlement, receipt), then id, then input position.
+    settlement, receipt), then id, then the other columns, so the order does not depend
+    on the order of the orders.
     """
     zone = ZoneInfo(time_zone)
     currencies = _currencies(orders, settlements.table, receipts.table)
+    # Arrow keeps freed memory for reuse; hand it back before DuckDB allocates its own.
+    pa.default_memory_pool().release_unused()
     connection = duckdb.connect(":memory:")
     try:
         connection.execute("SET TimeZone = 'UTC'")
@@ -419,16 +416,64 @@ def reconcile(
         result = connection.sql(_RECONCILE_SQL).to_arrow_table()
     finally:
         connection.close()
-    occurred_at = result.column("occurred_at").cast(TIMESTAMP)
-    hours = _local_hours(occurred_at, zone)
-    rows = pa.Table.from_arrays(
-        [
-            occurred_at if name == "occurred_at" else hours if name == "hour" else result[name]
-            for name in ROW_SCHEMA.names
-        ],
-        schema=ROW_SCHEMA,
+    rows = _attach_inputs(result, orders, settlements.table, receipts.table, zone)
+    order_positions = pc.filter(result.column("position"), pc.equal(result.column("kind_rank"), 0))
+    return Reconciliation(
+        rows=rows,
+        totals=_totals(rows),
+        time_zone=time_zone,
+        orders=orders.take(pc.subtract(order_positions, 1)),
     )
-    return Reconciliation(rows=rows, totals=_totals(rows), time_zone=time_zone)
+
+
+# Input columns of each output column: (orders, settlements, receipts); None is null.
+_ROW_SOURCES = {
+    "order_id": ("order_id", None, "order_id"),
+    "payment_reference": ("payment_reference", "payment_reference", "payment_reference"),
+    "location_id": ("location_id", None, "location_id"),
+    "payment_method": ("payment_method", None, "payment_method"),
+    "status": ("status", None, None),
+    "currency": ("currency", "currency", "currency"),
+    "occurred_at": ("created_at", "settled_at", "taken_at"),
+}
+_ROW_KINDS = ("order", "settlement", "receipt")
+
+
+def _attach_inputs(
+    result: pa.Table,
+    orders: pa.Table,
+    settlements: pa.Table,
+    receipts: pa.Table,
+    zone: ZoneInfo,
+) -> pa.Table:
+    """Return the full rows: the narrow result plus the input columns of each row.
+
+    Each input column is taken from the three inputs laid end to end, at the row's
+    offset of its kind plus its position.
+    """
+    inputs = (orders, settlements, receipts)
+    offsets = [0, orders.num_rows, orders.num_rows + settlements.num_rows]
+    kind = result.column("kind_rank").cast(pa.int64()).combine_chunks()
+    position = result.column("position").combine_chunks()
+    index = pc.add(pc.take(pa.array(offsets, pa.int64()), kind), pc.subtract(position, 1))
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "row_kind": pc.take(pa.array(_ROW_KINDS, pa.string()), kind),
+    }
+    for name, sources in _ROW_SOURCES.items():
+        kind_type = ROW_SCHEMA.field(name).type
+        parts = []
+        for table, source in zip(inputs, sources, strict=True):
+            if source is None:
+                parts.append(pa.nulls(table.num_rows, kind_type))
+            else:
+                parts.extend(table.column(source).cast(kind_type).chunks)
+        combined = pa.concat_arrays(parts) if parts else pa.array([], kind_type)
+        columns[name] = pc.take(combined, index)
+    columns["hour"] = _local_hours(columns["occurred_at"], zone)
+    for name in ROW_SCHEMA.names:
+        if name not in columns:
+            columns[name] = result.column(name)
+    return pa.Table.from_arrays([columns[name] for name in ROW_SCHEMA.names], schema=ROW_SCHEMA)
 
 
 def _currencies(*tables: pa.Table) -> pa.Table:
@@ -456,13 +501,13 @@ def _with_position(table: pa.Table) -> pa.Table:
     return table.append_column("seq", positions)
 
 
-def _local_hours(times: pa.ChunkedArray, zone: ZoneInfo) -> pa.Array:
+def _local_hours(times: pa.Array, zone: ZoneInfo) -> pa.Array:
     """Return the start of each time's local hour as ISO 8601 with offset.
 
     Times are grouped by UTC minute, so only each distinct minute goes through zoneinfo.
     Every zone offset in use is a whole number of minutes.
     """
-    minutes = pc.floor_temporal(times, unit="minute").combine_chunks()
+    minutes = pc.floor_temporal(times, unit="minute")
     encoded = minutes.dictionary_encode()
     labels = []
     for moment in encoded.dictionary.to_pylist():
@@ -515,79 +560,119 @@ CREATE MACRO fmt_minor(v, e) AS
     END;
 """
 
+_ORDER_TIE_BREAK = (
+    "created_at, location_id, currency, amount_minor, payment_method, payment_reference, "
+    "status, refunded_minor, card_last4, source_record"
+)
+
+# Duplicates are rare, so each rank is computed by a window over the repeated keys only.
+# DuckDB materialises a CTE that is read more than once. o and o_ref are wide and cheap
+# to recompute, so they are inlined instead, which saves memory.
+# The result has one narrow row per output row, in output order: the kind (0 order,
+# 1 settlement line, 2 receipt), its 1-based position in its input table, and what the
+# reconciliation adds. The input columns are attached afterwards, in Arrow, which keeps
+# them out of DuckDB's joins and sort.
 _RECONCILE_SQL = f"""
 WITH
-o AS (
-    SELECT o.*, c.exponent,
+id_ranks AS (
+    SELECT source_record,
+        row_number() OVER (PARTITION BY order_id ORDER BY {_ORDER_TIE_BREAK}) AS id_rank,
+        count(*) OVER (PARTITION BY order_id) AS id_copies
+    FROM orders_input
+    WHERE order_id IN (SELECT order_id FROM orders_input GROUP BY order_id HAVING count(*) > 1)
+),
+o AS NOT MATERIALIZED (
+    SELECT o.*, c.exponent, coalesce(d.id_rank, 1) AS id_rank, d.id_copies,
         CASE WHEN o.status = 'cancelled' THEN 0 ELSE o.amount_minor END AS charged,
         CASE WHEN o.status IN ('refunded', 'partially_refunded') THEN o.refunded_minor
-             ELSE 0 END AS refunded,
-        row_number() OVER (PARTITION BY o.order_id ORDER BY o.created_at, o.source_record)
-            AS id_rank,
-        first_value(o.source_record) OVER (
-            PARTITION BY o.order_id ORDER BY o.created_at, o.source_record) AS id_first_record
-    FROM orders_input o JOIN currencies c USING (currency)
+             ELSE 0 END AS refunded
+    FROM orders_input o
+    JOIN currencies c USING (currency)
+    LEFT JOIN id_ranks d USING (source_record)
 ),
-o_ref AS (
-    SELECT o.*,
-        CASE WHEN id_rank = 1 AND payment_reference IS NOT NULL THEN row_number() OVER (
-            PARTITION BY payment_reference, id_rank = 1
-            ORDER BY created_at, order_id, source_record) END AS ref_rank,
-        CASE WHEN id_rank = 1 AND payment_reference IS NOT NULL THEN first_value(order_id) OVER (
-            PARTITION BY payment_reference, id_rank = 1
-            ORDER BY created_at, order_id, source_record) END AS ref_first_order
+ref_ranks AS (
+    SELECT source_record,
+        row_number() OVER (PARTITION BY payment_reference ORDER BY {_ORDER_TIE_BREAK})
+            AS ref_rank,
+        first_value(order_id) OVER (
+            PARTITION BY payment_reference ORDER BY {_ORDER_TIE_BREAK}) AS ref_first_order
     FROM o
+    WHERE id_rank = 1 AND payment_reference IN (
+        SELECT payment_reference FROM o
+        WHERE id_rank = 1 AND payment_reference IS NOT NULL
+        GROUP BY payment_reference HAVING count(*) > 1)
 ),
-primary_by_id AS (SELECT * FROM o_ref WHERE id_rank = 1),
-primary_by_ref AS (SELECT * FROM o_ref WHERE ref_rank = 1),
-s_ranked AS (
-    SELECT s.*, c.exponent,
+o_ref AS NOT MATERIALIZED (
+    SELECT o.*, coalesce(r.ref_rank, 1) AS ref_rank, r.ref_first_order
+    FROM o LEFT JOIN ref_ranks r USING (source_record)
+),
+primary_by_id AS (SELECT order_id, currency FROM o_ref WHERE id_rank = 1),
+primary_by_ref AS (
+    SELECT payment_reference, order_id, currency FROM o_ref
+    WHERE id_rank = 1 AND ref_rank = 1 AND payment_reference IS NOT NULL
+),
+line_ranks AS (
+    SELECT seq,
         row_number() OVER (PARTITION BY settlement_id ORDER BY seq) AS line_rank,
         first_value(source_file || ' record ' || source_record) OVER (
             PARTITION BY settlement_id ORDER BY seq) AS line_first
-    FROM settlements_input s JOIN currencies c USING (currency)
+    FROM settlements_input
+    WHERE settlement_id IN (
+        SELECT settlement_id FROM settlements_input GROUP BY settlement_id HAVING count(*) > 1)
 ),
 s_matched AS (
-    SELECT s.*, p.order_id AS matched_order_id, p.currency AS order_currency
-    FROM s_ranked s LEFT JOIN primary_by_ref p
-        ON s.line_rank = 1 AND s.payment_reference = p.payment_reference
+    SELECT s.seq, s.settlement_id, s.payment_reference, s.type, s.currency, s.amount_minor,
+        s.settled_at, coalesce(d.line_rank, 1) AS line_rank, d.line_first,
+        p.order_id AS matched_order_id, p.currency AS order_currency
+    FROM settlements_input s
+    LEFT JOIN line_ranks d USING (seq)
+    LEFT JOIN primary_by_ref p
+        ON coalesce(d.line_rank, 1) = 1 AND s.payment_reference = p.payment_reference
 ),
 line_totals AS (
     SELECT matched_order_id AS order_id,
         count(*) AS line_count,
-        coalesce(sum(amount_minor) FILTER (
-            WHERE type = 'charge' AND currency = order_currency), 0)::BIGINT AS charge_sum,
-        coalesce(sum(amount_minor) FILTER (
-            WHERE type = 'refund' AND currency = order_currency), 0)::BIGINT AS refund_sum,
-        coalesce(sum(amount_minor) FILTER (WHERE currency = order_currency), 0)::BIGINT
-            AS settled_sum,
+        sum(CASE WHEN type = 'charge' AND currency = order_currency THEN amount_minor
+                 ELSE 0 END)::BIGINT AS charge_sum,
+        sum(CASE WHEN type = 'refund' AND currency = order_currency THEN amount_minor
+                 ELSE 0 END)::BIGINT AS refund_sum,
         count(*) FILTER (WHERE currency <> order_currency) AS line_currency_mismatches,
-        string_agg(DISTINCT currency, ' ' ORDER BY currency)
-            FILTER (WHERE currency <> order_currency) AS line_currencies,
-        string_agg(settlement_id, ' ' ORDER BY settlement_id) AS settlement_ids
+        min(settlement_id) AS first_settlement_id
     FROM s_matched WHERE matched_order_id IS NOT NULL
     GROUP BY matched_order_id
 ),
-r_ranked AS (
-    SELECT r.*,
+line_lists AS (
+    SELECT matched_order_id AS order_id,
+        string_agg(settlement_id, ' ' ORDER BY settlement_id) AS settlement_ids,
+        string_agg(DISTINCT currency, ' ' ORDER BY currency)
+            FILTER (WHERE currency <> order_currency) AS line_currencies
+    FROM s_matched
+    WHERE matched_order_id IN (
+        SELECT order_id FROM line_totals
+        WHERE line_count > 1 OR line_currency_mismatches > 0)
+    GROUP BY matched_order_id
+),
+receipt_ranks AS (
+    SELECT seq,
         row_number() OVER (PARTITION BY receipt_id ORDER BY seq) AS receipt_rank,
         first_value(source_file || ' record ' || source_record) OVER (
             PARTITION BY receipt_id ORDER BY seq) AS receipt_first
-    FROM receipts_input r
+    FROM receipts_input
 ),
 r_matched AS (
-    SELECT r.*,
-        CASE WHEN r.receipt_rank = 1 THEN coalesce(by_id.order_id, by_ref.order_id) END
+    SELECT r.*, d.receipt_rank, d.receipt_first,
+        CASE WHEN d.receipt_rank = 1 THEN coalesce(by_id.order_id, by_ref.order_id) END
             AS matched_order_id,
         coalesce(by_id.currency, by_ref.currency) AS order_currency
-    FROM r_ranked r
+    FROM receipts_input r
+    JOIN receipt_ranks d USING (seq)
     LEFT JOIN primary_by_id by_id ON r.order_id = by_id.order_id
     LEFT JOIN primary_by_ref by_ref ON r.payment_reference = by_ref.payment_reference
 ),
 receipt_totals AS (
     SELECT matched_order_id AS order_id,
         count(*) AS receipt_count,
-        coalesce(sum(amount_minor) FILTER (WHERE currency = order_currency), 0)::BIGINT
+        sum(CASE WHEN currency = order_currency THEN amount_minor ELSE 0 END)::BIGINT
             AS receipt_sum,
         count(*) FILTER (WHERE currency <> order_currency) AS receipt_currency_mismatches,
         string_agg(DISTINCT currency, ' ' ORDER BY currency)
@@ -601,15 +686,17 @@ order_facts AS (
         coalesce(l.line_count, 0) AS line_count,
         coalesce(l.charge_sum, 0) AS charge_sum,
         coalesce(l.refund_sum, 0) AS refund_sum,
-        coalesce(l.settled_sum, 0) AS settled_sum,
         coalesce(l.line_currency_mismatches, 0) AS line_currency_mismatches,
-        l.line_currencies, l.settlement_ids,
+        m.line_currencies,
+        CASE WHEN l.line_count = 1 THEN l.first_settlement_id ELSE m.settlement_ids END
+            AS settlement_ids,
         coalesce(t.receipt_count, 0) AS receipt_count,
         coalesce(t.receipt_sum, 0) AS receipt_sum,
         coalesce(t.receipt_currency_mismatches, 0) AS receipt_currency_mismatches,
         t.receipt_currencies, t.receipt_ids
     FROM o_ref o
     LEFT JOIN line_totals l ON o.id_rank = 1 AND o.order_id = l.order_id
+    LEFT JOIN line_lists m ON o.id_rank = 1 AND o.order_id = m.order_id
     LEFT JOIN receipt_totals t ON o.id_rank = 1 AND o.order_id = t.order_id
 ),
 order_classes AS (
@@ -630,14 +717,14 @@ order_classes AS (
     FROM order_facts
 ),
 order_rows AS (
-    SELECT 'order' AS row_kind, 0 AS kind_rank, class,
+    SELECT 0::TINYINT AS kind_rank, source_record AS position, class,
         CASE class
             WHEN '{DUPLICATE}' THEN
                 CASE WHEN id_rank > 1
-                    THEN 'orderId ' || order_id || ' appears more than once; the first is '
-                        || 'orders record ' || id_first_record
+                    THEN 'orderId ' || order_id || ' appears ' || id_copies
+                        || ' times; the one created first is reconciled'
                     ELSE 'payment reference ' || payment_reference
-                        || ' is also on earlier order ' || ref_first_order
+                        || ' is also on order ' || ref_first_order || ', created earlier'
                 END
             WHEN '{CURRENCY_MISMATCH}' THEN
                 'order in ' || currency
@@ -666,14 +753,14 @@ order_rows AS (
                 || fmt_minor(charged, exponent)
             ELSE ''
         END AS reason,
-        order_id, settlement_ids, receipt_ids, payment_reference, location_id,
-        payment_method, status, currency, created_at AS occurred_at,
-        charged - refunded AS amount_minor, settled_sum AS settled_minor,
-        receipt_sum AS receipts_minor, order_id AS sort_id, source_record AS sort_position
+        settlement_ids, receipt_ids,
+        charged - refunded AS amount_minor, charge_sum + refund_sum AS settled_minor,
+        receipt_sum AS receipts_minor,
+        created_at AS occurred_at, order_id AS sort_id, id_rank AS sort_position
     FROM order_classes
 ),
 settlement_rows AS (
-    SELECT 'settlement' AS row_kind, 1 AS kind_rank,
+    SELECT 1::TINYINT AS kind_rank, seq AS position,
         CASE WHEN line_rank > 1 THEN '{DUPLICATE}' ELSE '{SETTLEMENT_WITHOUT_ORDER}' END
             AS class,
         CASE WHEN line_rank > 1
@@ -681,14 +768,13 @@ settlement_rows AS (
                 || line_first
             ELSE 'no order has payment reference ' || payment_reference
         END AS reason,
-        NULL AS order_id, settlement_id AS settlement_ids, NULL AS receipt_ids,
-        payment_reference, NULL AS location_id, NULL AS payment_method, NULL AS status,
-        currency, settled_at AS occurred_at, amount_minor, amount_minor AS settled_minor,
-        0::BIGINT AS receipts_minor, settlement_id AS sort_id, seq AS sort_position
+        settlement_id AS settlement_ids, NULL::VARCHAR AS receipt_ids,
+        amount_minor, amount_minor AS settled_minor, 0::BIGINT AS receipts_minor,
+        settled_at AS occurred_at, settlement_id AS sort_id, seq AS sort_position
     FROM s_matched WHERE matched_order_id IS NULL
 ),
 receipt_rows AS (
-    SELECT 'receipt' AS row_kind, 2 AS kind_rank,
+    SELECT 2::TINYINT AS kind_rank, seq AS position,
         CASE WHEN receipt_rank > 1 THEN '{DUPLICATE}' ELSE '{MANUAL_ONLY}' END AS class,
         CASE
             WHEN receipt_rank > 1
@@ -700,13 +786,14 @@ receipt_rows AS (
                 || concat_ws(' or ', 'orderId ' || order_id,
                              'payment reference ' || payment_reference)
         END AS reason,
-        order_id, NULL AS settlement_ids, receipt_id AS receipt_ids, payment_reference,
-        location_id, payment_method, NULL AS status, currency, taken_at AS occurred_at,
+        NULL::VARCHAR AS settlement_ids, receipt_id AS receipt_ids,
         amount_minor, 0::BIGINT AS settled_minor, amount_minor AS receipts_minor,
-        receipt_id AS sort_id, seq AS sort_position
+        taken_at AS occurred_at, receipt_id AS sort_id, seq AS sort_position
     FROM r_matched WHERE matched_order_id IS NULL
 )
-SELECT * EXCLUDE (kind_rank, sort_id, sort_position) FROM (
+SELECT kind_rank, position, class, reason, settlement_ids, receipt_ids, amount_minor,
+    settled_minor, receipts_minor
+FROM (
     SELECT * FROM order_rows
     UNION ALL BY NAME SELECT * FROM settlement_rows
     UNION ALL BY NAME SELECT * FROM receipt_rows

@@ -1,0 +1,475 @@
+"""Tests for the event spec: every bad stack file gets one exact, actionable error.
+
+Each file under tests/data/specs is tests/data/specs/valid.yaml with one value
+broken, and its first-line comment names the change. Line numbers in the expected messages count
+that first comment line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pulumi
+import pytest
+from typer.testing import CliRunner
+
+from components.spec import SpecError, load_stack_file, spec_from_config
+from popstack import mockrun
+from popstack.cli import app
+
+# Running the program in-process imports pulumi_aws submodules, which warn about
+# their own deprecated classes on first import.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pulumi_aws.*")
+
+SPECS = Path(__file__).resolve().parent / "data" / "specs"
+POPSTACK = Path(sys.executable).with_name("popstack")
+
+
+def spec_error(name: str) -> tuple[Path, str]:
+    """Load tests/data/specs/<name>.yaml and return its path and the SpecError text."""
+    path = SPECS / f"{name}.yaml"
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+    return path, str(caught.value)
+
+
+def one_problem(path: Path, problem: str) -> str:
+    return f"{path}: 1 invalid value in the event spec\n  {problem}"
+
+
+def test_valid_file_loads() -> None:
+    stack_file = load_stack_file(SPECS / "valid.yaml")
+
+    assert stack_file.stack == "valid"
+    assert stack_file.spec.id == "spring-popup"
+    assert stack_file.spec.checkout.max_replicas == 6
+    assert [location.id for location in stack_file.spec.locations] == ["chiado", "alfama"]
+    assert stack_file.secret_keys == []
+
+
+def test_yaml_syntax_error_has_line_and_column() -> None:
+    path, message = spec_error("yaml-syntax")
+
+    # The parser notices the unclosed `[` at the `:` of the next key, line 20 column 20.
+    assert message == one_problem(
+        path,
+        f"{path}:20:20: YAML syntax error: expected ',' or ']', but got ':'; fix the syntax there",
+    )
+
+
+def test_unknown_key_suggests_closest() -> None:
+    path, message = spec_error("unknown-key")
+
+    assert message == one_problem(
+        path,
+        f"{path}:23: popstack:checkout.maxReplica: unknown key 'maxReplica'; "
+        "did you mean 'maxReplicas'?",
+    )
+
+
+def test_unknown_top_level_key_suggests_closest() -> None:
+    path, message = spec_error("unknown-top-level-key")
+
+    assert message == (
+        f"{path}: 2 invalid values in the event spec\n"
+        f"  {path}: popstack:window: is required but missing; add it to the stack file\n"
+        f"  {path}:10: popstack:windows: unknown key 'windows'; did you mean 'window'?"
+    )
+
+
+def test_string_for_integer_field() -> None:
+    path, message = spec_error("peak-rps-string")
+
+    assert message == one_problem(
+        path, f"{path}:19: popstack:peakRps: expected an integer, got str '120'"
+    )
+
+
+def test_decimal_for_integer_field_names_float() -> None:
+    path, message = spec_error("peak-rps-float")
+
+    # The type is Python's float, not ruamel's ScalarFloat wrapper.
+    assert message == one_problem(
+        path, f"{path}:19: popstack:peakRps: expected an integer, got float 120.5"
+    )
+
+
+def test_list_for_string_field() -> None:
+    path, message = spec_error("title-list")
+
+    assert message == one_problem(
+        path, f"{path}:5: popstack:title: expected a string, got list ['Spring', 'pop-up']"
+    )
+
+
+def test_event_id_not_dns_label() -> None:
+    path, message = spec_error("id-not-dns-label")
+
+    assert message == one_problem(
+        path,
+        f"{path}:4: popstack:id: 'Spring_Popup' is not a DNS-1123 label; use lower-case "
+        "letters, digits and '-', starting and ending with a letter or digit",
+    )
+
+
+def test_event_id_too_long_names_service_and_limit() -> None:
+    path, message = spec_error("id-too-long")
+
+    assert message == one_problem(
+        path,
+        f"{path}:4: popstack:id: 'spring-popup-lisbon-2027-weekend' is 32 characters, too "
+        "long: ElastiCache serverless cache name 'ps-spring-popup-lisbon-2027-weekend-cache' "
+        "is 41 characters; the limit is 40; shorten the id to at most 28 characters",
+    )
+
+
+def test_window_closes_before_opens() -> None:
+    path, message = spec_error("closes-before-opens")
+
+    assert message == one_problem(
+        path,
+        f"{path}:12: popstack:window.closes: closes (2027-03-25T19:00:00+00:00) is not after "
+        "opens (2027-03-26T10:00:00+00:00); swap them or move closes later",
+    )
+
+
+def test_time_without_offset() -> None:
+    path, message = spec_error("time-without-offset")
+
+    assert message == one_problem(
+        path,
+        f"{path}:11: popstack:window.opens: 2027-03-26T10:00:00 has no UTC offset; add one, "
+        "for example 2027-03-26T10:00:00+00:00",
+    )
+
+
+def test_offset_wrong_for_zone_after_dst() -> None:
+    path, message = spec_error("offset-wrong-for-zone")
+
+    # Lisbon moves to +01:00 at 01:00 UTC on 2027-03-28, so a 19:00 close that day is
+    # +01:00. The author may have meant 19:00 local time or the instant 19:00 UTC, so
+    # the message offers both.
+    assert message == one_problem(
+        path,
+        f"{path}:12: popstack:window.closes: closes 2027-03-28T19:00:00+00:00 has offset "
+        "+00:00 but Europe/Lisbon is at +01:00 then; write 2027-03-28T19:00:00+01:00 for "
+        "19:00 local time, or 2027-03-28T20:00:00+01:00 for the same instant",
+    )
+
+
+def test_unknown_time_zone_suggests_closest() -> None:
+    path, message = spec_error("unknown-time-zone")
+
+    assert message == one_problem(
+        path,
+        f"{path}:13: popstack:window.timeZone: 'Europe/Lisbn' is not an IANA time zone; "
+        "did you mean 'Europe/Lisbon'?",
+    )
+
+
+def test_duplicate_location_id() -> None:
+    path, message = spec_error("duplicate-location-id")
+
+    assert message == one_problem(
+        path,
+        f"{path}:17: popstack:locations[1].id: duplicate location id 'chiado'; give each "
+        "location its own id",
+    )
+
+
+def test_min_replicas_above_max() -> None:
+    path, message = spec_error("min-above-max-replicas")
+
+    assert message == one_problem(
+        path,
+        f"{path}:22: popstack:checkout.minReplicas: minReplicas (8) is greater than "
+        "maxReplicas (6); raise maxReplicas or lower minReplicas",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "days"), [("rotation-zero-days", 0), ("rotation-1001-days", 1001)]
+)
+def test_rotation_days_out_of_range(name: str, days: int) -> None:
+    path, message = spec_error(name)
+
+    assert message == one_problem(
+        path,
+        f"{path}:26: popstack:secrets[0].rotationDays: {days} days is outside what Secrets "
+        "Manager accepts; use 1 to 1000",
+    )
+
+
+def test_secret_name_reserved_for_cache() -> None:
+    path, message = spec_error("reserved-secret-name")
+
+    # The cache's own AUTH secret is named cache-auth. A spec secret of that name would
+    # give two rotation Lambdas, roles and log groups the same physical names.
+    assert message == one_problem(
+        path,
+        f"{path}:25: popstack:secrets[0].name: 'cache-auth' is reserved for the cache's AUTH "
+        "secret; choose another name",
+    )
+
+
+def test_unknown_currency() -> None:
+    path, message = spec_error("unknown-currency")
+
+    assert message == one_problem(
+        path,
+        f"{path}:9: popstack:currency: 'EUX' is not an ISO 4217 currency code; use three "
+        "capitals such as EUR or JPY",
+    )
+
+
+def test_image_tag_latest() -> None:
+    path, message = spec_error("image-latest")
+
+    assert message == one_problem(
+        path,
+        f"{path}:21: popstack:checkout.image: 'ghcr.io/sardinha/checkout:latest' uses the tag "
+        "'latest', which is rejected; pin a version tag or a digest",
+    )
+
+
+def test_image_without_tag() -> None:
+    path, message = spec_error("image-no-tag")
+
+    assert message == one_problem(
+        path,
+        f"{path}:21: popstack:checkout.image: 'ghcr.io/sardinha/checkout' has no tag or "
+        "digest; pin it, for example ghcr.io/sardinha/checkout:1.4.2",
+    )
+
+
+def test_flag_for_unknown_location() -> None:
+    path, message = spec_error("flag-unknown-location")
+
+    assert message == one_problem(
+        path,
+        f"{path}:22: popstack:flags.locations.belem: 'belem' is not a location of this "
+        "event; use one of ['alfama', 'chiado']",
+    )
+
+
+def test_secure_value_on_spec_key() -> None:
+    path, message = spec_error("secure-spec-value")
+
+    assert message == one_problem(
+        path,
+        f"{path}:7: popstack:owner: is a secure value, but event spec keys hold no secrets; "
+        "write it in plain text (secret keys: kubeconfig)",
+    )
+    # The ciphertext is not echoed back.
+    assert "c2VjcmV0LW93bmVy" not in message
+
+
+@pytest.mark.parametrize("name", ["empty", "no-config"])
+def test_file_without_config_mapping(name: str) -> None:
+    path, message = spec_error(name)
+
+    assert message == one_problem(
+        path, f"{path}: no `config:` mapping; add `config:` with the `popstack:` keys"
+    )
+
+
+def test_non_utf8_file_names_byte_and_line() -> None:
+    path, message = spec_error("not-utf8")
+    offset = path.read_bytes().index("ç".encode("latin-1"))
+
+    # The Latin-1 "ç" of the brand, on line 6, is the first byte that is not UTF-8.
+    assert message == one_problem(
+        path, f"{path}:6: byte {offset} is not UTF-8; save the file as UTF-8"
+    )
+
+
+def test_missing_file() -> None:
+    path = SPECS / "no-such-stack.yaml"
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    assert str(caught.value) == one_problem(
+        path, f"{path}: file not found; create it with `popstack new`"
+    )
+
+
+# --- Pulumi config path: the flat string map the engine hands the program ---------
+
+
+def flat_config(**overrides: str) -> dict[str, str]:
+    """Return valid.yaml's config as Pulumi passes it: every value text, objects as JSON."""
+    window = {
+        "opens": "2027-03-26T10:00:00+00:00",
+        "closes": "2027-03-28T19:00:00+01:00",
+        "timeZone": "Europe/Lisbon",
+    }
+    config = {
+        "aws:region": "eu-west-1",
+        "popstack:id": "spring-popup",
+        "popstack:title": "Spring pop-up",
+        "popstack:brand": "Sardinha & Co",
+        "popstack:owner": "retail-platform",
+        "popstack:costCentre": "CC-4410",
+        "popstack:currency": "EUR",
+        "popstack:window": json.dumps(window),
+        "popstack:locations": json.dumps(
+            [{"id": "chiado", "name": "Chiado flagship"}, {"id": "alfama", "name": "Alfama kiosk"}]
+        ),
+        "popstack:peakRps": "120",
+        "popstack:checkout": json.dumps(
+            {"image": "ghcr.io/sardinha/checkout:1.4.2", "minReplicas": 2, "maxReplicas": 6}
+        ),
+        "popstack:secrets": json.dumps([{"name": "payment-webhook", "rotationDays": 7}]),
+        "popstack:alerts": json.dumps({"email": "oncall@example.com"}),
+        "popstack:cluster": json.dumps(
+            {
+                "oidcProviderArn": "arn:aws:iam::111122223333:oidc-provider/"
+                "oidc.eks.eu-west-1.amazonaws.com/id/5C0FFEE0",
+                "oidcIssuer": "oidc.eks.eu-west-1.amazonaws.com/id/5C0FFEE0",
+                "vpcId": "vpc-0a1b2c3d4e5f60718",
+                "subnetIds": ["subnet-0aa11bb22cc33dd44"],
+            }
+        ),
+    }
+    config.update(overrides)
+    return config
+
+
+def test_config_map_matches_stack_file() -> None:
+    from_file = load_stack_file(SPECS / "valid.yaml").spec
+
+    from_config = spec_from_config(flat_config(), "stacks/Pulumi.valid.yaml")
+
+    assert from_config == from_file
+
+
+def test_config_map_decodes_json_and_numbers() -> None:
+    spec = spec_from_config(flat_config(), "stacks/Pulumi.valid.yaml")
+
+    assert spec.peak_rps == 120
+    assert spec.window.closes.isoformat() == "2027-03-28T19:00:00+01:00"
+    assert spec.checkout.min_replicas == 2
+    assert spec.secrets[0].rotation_days == 7
+
+
+def test_config_map_keeps_numeric_text_as_string() -> None:
+    spec = spec_from_config(
+        flat_config(**{"popstack:title": "2027", "popstack:costCentre": "4410"}),
+        "stacks/Pulumi.valid.yaml",
+    )
+
+    assert spec.title == "2027"
+    assert spec.cost_centre == "4410"
+
+
+def test_config_map_skips_non_spec_keys() -> None:
+    config = flat_config(
+        **{
+            "popstack:kubeconfig": "[secret]",
+            "popstack:teardownVerifiedExport": "s3://exports/manifest.json",
+            "aws:endpoints": "[]",
+        }
+    )
+
+    spec = spec_from_config(config, "stacks/Pulumi.valid.yaml")
+
+    assert spec.id == "spring-popup"
+
+
+def test_config_map_errors_name_key() -> None:
+    config = flat_config(**{"popstack:window": "not json", "popstack:peakRps": "many"})
+
+    with pytest.raises(SpecError) as caught:
+        spec_from_config(config, "stacks/Pulumi.valid.yaml")
+
+    assert str(caught.value) == (
+        "stacks/Pulumi.valid.yaml: 2 invalid values in the event spec\n"
+        "  stacks/Pulumi.valid.yaml: popstack:window: expected a mapping, got str 'not json'\n"
+        "  stacks/Pulumi.valid.yaml: popstack:peakRps: expected an integer, got str 'many'"
+    )
+
+
+# --- the CLI and the program: the spec check runs before anything registers ------
+
+
+@pytest.fixture
+def registrations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count every resource the mock monitor registers, except the root stack."""
+    types: list[str] = []
+    register = mockrun.RecordingMonitor.RegisterResource
+
+    def counting(self: mockrun.RecordingMonitor, request):
+        if request.type != "pulumi:pulumi:Stack":
+            types.append(request.type)
+        return register(self, request)
+
+    monkeypatch.setattr(mockrun.RecordingMonitor, "RegisterResource", counting)
+    return types
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_cli_prints_spec_error(command: str, registrations: list[str]) -> None:
+    path, message = spec_error("min-above-max-replicas")
+
+    result = CliRunner().invoke(app, [command, str(path)])
+
+    assert result.exit_code == 2
+    assert result.stderr == message + "\n"
+    assert result.stdout == ""
+    assert registrations == []
+
+
+def test_cli_plan_registers_valid_stack(registrations: list[str]) -> None:
+    # Counterpart of test_cli_prints_spec_error: the counter does see a real run.
+    result = CliRunner().invoke(app, ["plan", str(SPECS / "valid.yaml"), "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resourceCount"] == len(registrations)
+    assert "aws:sqs/queue:Queue" in registrations
+
+
+@pytest.mark.parametrize(
+    ("command", "name"), [("validate", "unknown-key"), ("plan", "yaml-syntax")]
+)
+def test_cli_process_exits_2_without_traceback(command: str, name: str) -> None:
+    path, message = spec_error(name)
+
+    completed = subprocess.run(
+        [str(POPSTACK), command, str(path)], capture_output=True, text=True, timeout=120
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr == message + "\n"
+    assert "Traceback" not in completed.stderr
+    assert completed.stdout == ""
+
+
+def test_validate_accepts_valid_file() -> None:
+    path = SPECS / "valid.yaml"
+
+    result = CliRunner().invoke(app, ["validate", str(path)])
+
+    assert result.exit_code == 0
+    assert result.stdout == f"{path}: event spring-popup is valid\n"
+
+
+def test_program_rejects_bad_config_first(registrations: list[str]) -> None:
+    # A value that reaches the program without load_stack_file (as from
+    # `pulumi config set`) fails the run before any resource is registered.
+    stack_file = load_stack_file(SPECS / "valid.yaml")
+    broken = stack_file.model_copy(
+        update={"config": {**stack_file.config, "popstack:peakRps": "many"}}
+    )
+
+    with pytest.raises(pulumi.RunError) as caught:
+        mockrun.record_program(broken)
+
+    assert str(caught.value) == (
+        "stacks/Pulumi.valid.yaml: 1 invalid value in the event spec\n"
+        "  stacks/Pulumi.valid.yaml: popstack:peakRps: expected an integer, got str 'many'"
+    )
+    assert registrations == []

@@ -15,13 +15,15 @@ phase in its own subprocess and prints its wall time and peak RSS:
 
 Run: ``.venv/bin/python benchmarks/reconcile_bench.py`` (``--orders N`` for a smaller
 run). Peak RSS is ``ru_maxrss`` of each subprocess, so it includes the interpreter
-and the imported libraries.
+and the imported libraries. CPU time (user plus system, all threads) is printed beside
+the wall time, because wall time on a shared machine depends on its other load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -412,6 +414,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_seconds() -> float:
+    """Return the user plus system CPU time of this process, all threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_phase(phase: str, directory: Path) -> dict[str, float]:
     """Run one phase in this process and return its timings and peak RSS."""
     from teardown.csvinput import FORMATS, InputFile, read_receipts, read_settlements
@@ -420,12 +428,15 @@ def run_phase(phase: str, directory: Path) -> dict[str, float]:
 
     result: dict[str, float] = {}
     orders_raw = pq.read_table(directory / "orders.parquet")
+    cpu = _cpu_seconds()
     if phase == "duckdb-join":
         result.update(_duckdb_join(directory, orders_raw))
+        result["cpu_s"] = _cpu_seconds() - cpu
         result["peak_rss_mib"] = _peak_rss_mib()
         return result
     if phase == "duckdb-same":
         result.update(_duckdb_same_sql(directory, orders_raw))
+        result["cpu_s"] = _cpu_seconds() - cpu
         result["peak_rss_mib"] = _peak_rss_mib()
         return result
 
@@ -443,6 +454,7 @@ def run_phase(phase: str, directory: Path) -> dict[str, float]:
     receipts = read_receipts([receipt_file])
     reconciliation = reconcile(orders, settlements, receipts, time_zone="Europe/Lisbon")
     result["reconcile_s"] = time.perf_counter() - started
+    result["reconcile_cpu_s"] = _cpu_seconds() - cpu
     result["rows"] = reconciliation.rows.num_rows
     if phase == "export":
         context = ExportContext(
@@ -454,6 +466,7 @@ def run_phase(phase: str, directory: Path) -> dict[str, float]:
         target = directory / "export"
         shutil.rmtree(target, ignore_errors=True)
         started = time.perf_counter()
+        cpu = _cpu_seconds()
         write_export(
             target,
             context,
@@ -463,6 +476,7 @@ def run_phase(phase: str, directory: Path) -> dict[str, float]:
             reconciliation=reconciliation,
         )
         result["export_s"] = time.perf_counter() - started
+        result["export_cpu_s"] = _cpu_seconds() - cpu
         result["export_mib"] = (
             sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2**20
         )
@@ -490,6 +504,8 @@ def main() -> None:
             f"in {time.perf_counter() - started:.1f} s "
             f"(settlements.csv {(directory / 'settlements.csv').stat().st_size / 2**20:.0f} MiB)"
         )
+        load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+        print(f"load average before the phases: {load} on {os.cpu_count()} cores")
         for phase in ("duckdb-join", "duckdb-same", "reconcile", "export"):
             output = subprocess.run(
                 [sys.executable, __file__, "--phase", phase, "--data", str(directory)],

@@ -18,7 +18,7 @@ METRICS_NAMESPACE = "Popstack/Checkout"
 
 @dataclass(frozen=True)
 class CacheAccess:
-    """How checkout reaches the cache: endpoint, ARNs, AUTH secret, pod security group."""
+    """Cache connection details for checkout: endpoint, ARNs, AUTH secret, pod security group."""
 
     endpoint: pulumi.Input[str]
     cache_arn: pulumi.Input[str]
@@ -144,12 +144,17 @@ class CheckoutService(pulumi.ComponentResource):
             opts=ns_opts,
         )
 
-        # maxUnavailable 1 always permits one eviction, whatever the replica count,
-        # so this budget can slow a node drain but never block it.
+        # maxUnavailable 1 permits one eviction whatever the replica count, and
+        # AlwaysAllow lets an unready pod be evicted too, so a node drain waits
+        # for pods to become ready but is not blocked by the budget itself.
         self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={"name": "checkout", "namespace": self.namespace_name, "labels": self.labels},
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.labels}},
+            spec={
+                "maxUnavailable": 1,
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                "selector": {"matchLabels": self.labels},
+            },
             opts=ns_opts,
         )
 
@@ -322,7 +327,7 @@ class CheckoutService(pulumi.ComponentResource):
 
 
 def _checkout_statements(arns: dict) -> list[dict]:
-    """The checkout role's permissions: this event's resources only, by ARN."""
+    """Build the checkout role's statements, each scoped to this event's resources by ARN."""
     statements = [
         allow(
             [

@@ -1,4 +1,4 @@
-"""What every part of an event stack needs: the spec, names, tags, account and region."""
+"""The per-event context every part of the stack is built from: spec, names, tags, account."""
 
 from __future__ import annotations
 
@@ -63,7 +63,10 @@ def policy_document(*statements: dict[str, Any]) -> str:
 
 
 def allow(actions: list[str], resources: list[str], sid: str, **extra: Any) -> dict[str, Any]:
-    """One Allow statement; callers pass concrete actions and resource ARNs, never "*" actions."""
+    """Build one Allow statement; raise ValueError on a wildcard action."""
+    wildcards = [action for action in actions if "*" in action]
+    if wildcards:
+        raise ValueError(f"statement {sid} allows wildcard actions {wildcards}; list each action")
     statement: dict[str, Any] = {
         "Sid": sid,
         "Effect": "Allow",

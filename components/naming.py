@@ -43,20 +43,20 @@ RULES: dict[str, NameRule] = {
     "cacheuser": NameRule("ElastiCache user or user group id", 40, _LOWER_DNS),
 }
 
-# The longest secret name the spec accepts; rotation Lambdas and roles carry it.
+# The maximum secret name length the spec accepts; rotation Lambdas and roles carry the name.
 MAX_SECRET_NAME = 20
-_LONGEST_SECRET = "s" * MAX_SECRET_NAME
+_MAX_LENGTH_SECRET = "s" * MAX_SECRET_NAME
 
-# Every suffix a component asks for, by rule, so the spec can reject an event id
-# whose longest derived name would break a limit before anything is registered.
+# Every suffix the components use, by rule. The spec checks an event id against
+# these, so an id whose longest derived name breaks a limit fails before registration.
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "sqs": ("orders-dlq.fifo", "orders.fifo"),
     "dynamodb": ("orders",),
     "s3": ("receipts", "exports"),
     "elasticache": ("cache",),
-    "iam": ("checkout-role", "finance-reader", f"rot-{_LONGEST_SECRET}"),
-    "lambda": (f"rot-{_LONGEST_SECRET}",),
-    "secretsmanager": (f"{_LONGEST_SECRET}-",),
+    "iam": ("checkout-role", "finance-reader", f"rot-{_MAX_LENGTH_SECRET}"),
+    "lambda": (f"rot-{_MAX_LENGTH_SECRET}",),
+    "secretsmanager": (f"{_MAX_LENGTH_SECRET}-",),
     "appconfig": ("flags", "all-at-once"),
     "sns": ("alerts",),
     "cloudwatch": ("board",),
@@ -72,8 +72,8 @@ def physical_name(event_id: str, rule: str, suffix: str = "") -> str:
     """Build the physical name of one resource, checked against its rule.
 
     Raises ValueError when the name breaks the service's length or
-    character rule; the event spec checks ids up front, so this fires only
-    for a suffix missing from SUFFIXES.
+    character rule. The event spec checks ids against SUFFIXES up front, so
+    this fires only for a suffix missing there.
     """
     name = f"{PREFIX}-{event_id}" + (f"-{suffix}" if suffix else "")
     if suffix.endswith(".fifo") and not name.endswith(".fifo"):

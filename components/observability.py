@@ -13,7 +13,7 @@ ELEVATED_RATE = 1.0
 
 
 def checkout_service_name(context: EventContext) -> str:
-    """The X-Ray service name the checkout service reports, used to scope the rule."""
+    """Return the X-Ray service name the checkout service reports, which scopes the rule."""
     return context.name("k8s", "checkout")
 
 

@@ -9,8 +9,8 @@ import pulumi_aws as aws
 
 from components.context import EventContext
 
-# SQS keeps a message for at most 14 days; dead letters get all of it, so they
-# always outlive the order queue, whose retention the spec caps at 335 hours.
+# SQS keeps a message for at most 14 days, and dead letters get all 14. The spec
+# caps the order queue's retention at 335 hours, so dead letters always outlive it.
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 
 

@@ -1,6 +1,6 @@
 """The typed event spec: one event, read from the `popstack:` keys of a stack file.
 
-A stack file `stacks/Pulumi.<stack>.yaml` holds the event under the `popstack:`
+A stack file `stacks/Pulumi.<stack>.yaml` contains the event under the `popstack:`
 config namespace, one top-level key per field (`popstack:id`, `popstack:window`,
 ...). `load_stack_file` reads and checks it offline with line numbers; the
 Pulumi program reads the same keys from `pulumi.Config` through `spec_from_config`.

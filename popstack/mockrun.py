@@ -2,7 +2,7 @@
 
 No Pulumi CLI, no cloud credentials: the program's resource registrations go to
 a `MockMonitor` subclass that keeps the whole request (parent, dependencies,
-protect, retain-on-delete), and `PlanMocks` answers with plausible, stable
+protect, retain-on-delete), and `PlanMocks` returns plausible, stable
 physical ids, ARNs and URLs so that names derived from them are deterministic.
 """
 
@@ -71,7 +71,7 @@ def _stable_id(*parts: str, length: int = 8) -> str:
 
 
 class PlanMocks(pulumi.runtime.Mocks):
-    """Answers registrations and invokes with the values AWS would return, made up stably."""
+    """Mock provider that returns stable, made-up values shaped like AWS's for each registration."""
 
     def __init__(self, region: str, account_id: str = PLAN_ACCOUNT_ID):
         self.region = region

@@ -21,7 +21,7 @@ EVENT_STACK_TYPE = "popstack:index:EventStack"
 
 @dataclass
 class Plan:
-    """What `popstack plan` reports for one stack file."""
+    """The report of `popstack plan` for one stack file."""
 
     stack_file: StackFile
     recording: Recording

@@ -13,8 +13,9 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_EC2_METADATA_DISABLED=true
 .venv/bin/moto_server -H 127.0.0.1 -p 5000 >.popstack/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
-# moto runs Lambda functions in Docker by default; there is none here, so the
-# rotation Lambda that Secrets Manager tests on setup returns a stub result.
+# moto runs Lambda functions in Docker by default, and there is no Docker here.
+# Its Docker-free backend returns a stub result instead of running the
+# rotation Lambda that Secrets Manager tests when rotation is set up.
 .venv/bin/python - <<'PY'
 import json, time, urllib.request
 for _ in range(100):

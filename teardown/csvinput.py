@@ -40,7 +40,8 @@ then ``Z`` or an offset ``+HH``, ``+HHMM`` or ``+HH:MM`` (or with ``-``).
 Any problem raises ``InputError`` naming the file, the line (the physical line where
 the record starts, counting the header as line 1) and the column. A column whose name
 suggests personal data (see ``PERSONAL_DATA_COLUMN_WORDS``) is rejected, because the
-file is copied into the export as received. Reading has no side effects, so a rejected
+file is copied into the export as received, and so is an identifier (an id, location
+or staff column) that contains an e-mail address. Reading has no side effects, so a rejected
 input leaves nothing behind.
 
 Validation is vectorised with pyarrow. Only after a check fails is the file scanned
@@ -348,6 +349,8 @@ _READ_COLUMNS = frozenset(
     + _RECEIPT_OPTIONAL
 )
 SUSPECT_PATTERN = r"@|[0-9](?:[ .()\-]?[0-9]){6,}"
+# An e-mail address, as teardown.export redacts it; valid for Python's re and for RE2.
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 
 
 def read_settlements(files: Sequence[InputFile]) -> Settlements:
@@ -367,11 +370,9 @@ def read_settlements(files: Sequence[InputFile]) -> Settlements:
             )
         if file.layout == STRIPE:
             reader = _CsvReader(file, _STRIPE_STRUCTURED, _STRIPE_REQUIRED, _STRIPE_REFERENCES)
-        else:
-            reader = _CsvReader(file, _GENERIC_STRUCTURED, _GENERIC_REQUIRED)
-        if file.layout == STRIPE:
             table = _stripe_settlements(reader)
         else:
+            reader = _CsvReader(file, _GENERIC_STRUCTURED, _GENERIC_REQUIRED)
             table = _generic_settlements(reader)
         tables.append(table)
         sources.append(reader.source("settlement", index))
@@ -413,12 +414,16 @@ def _stripe_settlements(reader: _CsvReader) -> pa.Table:
     rows = reader.table.num_rows
     settlement_id = reader.required_text("balance_transaction_id")
     category = reader.column("reporting_category")
+    # NOTE: disputes, fees, payouts and other categories are rejected, not reconciled,
+    # so a report that contains them must be run again for charges and refunds only.
     reader.check_allowed(
         "reporting_category",
         SETTLEMENT_TYPES,
         "only charge and refund lines can be reconciled with orders; run the report for "
         "the event's charges and refunds only",
     )
+    # NOTE: currency is Stripe's settlement currency. A charge presented in another
+    # currency (customer_facing_currency) is therefore reported as currency_mismatch.
     currency, exponents = reader.currencies("currency")
     gross = reader.amounts("gross", exponents, currency)
     fee = reader.amounts("fee", exponents, currency)
@@ -458,7 +463,7 @@ def _stripe_settlements(reader: _CsvReader) -> pa.Table:
     _check_signs(reader, "gross", category, gross)
 
     settled_at = reader.times("created_utc", stripe_utc=True)
-    description = reader.optional_text("description")
+    description = reader.optional_text("description", free_text=True)
     return _settlement_table(
         reader,
         settlement_id=settlement_id,
@@ -549,7 +554,7 @@ def _receipts(reader: _CsvReader) -> pa.Table:
     taken_at = reader.times("taken_at")
     optional = {}
     for name in _RECEIPT_OPTIONAL:
-        values = reader.optional_text(name)
+        values = reader.optional_text(name, free_text=name == "note")
         optional[name] = values if values is not None else pa.nulls(rows, pa.string())
     arrays = [
         receipt_id,
@@ -841,20 +846,43 @@ class _CsvReader:
         return pc.utf8_trim(self.column(name), " ")
 
     def required_text(self, name: str) -> pa.ChunkedArray:
+        """Return an identifier column, trimmed, after checking that no value is empty."""
         values = self.trimmed(name)
         self.check_true(
             name,
             pc.not_equal(values, ""),
             lambda i: f"{name} is empty; every row needs a {name}",
         )
+        self.check_no_email(name, values)
         return values
 
-    def optional_text(self, name: str) -> pa.ChunkedArray | None:
-        """Return the trimmed column with empty values as nulls, or None when it is absent."""
+    def optional_text(self, name: str, *, free_text: bool = False) -> pa.ChunkedArray | None:
+        """Return the trimmed column with empty values as nulls, or None when it is absent.
+
+        A column that is not ``free_text`` is an identifier and must not contain an
+        e-mail address.
+        """
         if name not in self.header:
             return None
         values = self.trimmed(name)
+        if not free_text:
+            self.check_no_email(name, values)
         return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+    def check_no_email(self, name: str, values: pa.ChunkedArray) -> None:
+        """Raise when an identifier contains an e-mail address, which the export would keep.
+
+        Free-text columns are redacted instead, but an identifier has to stay as it is to
+        be matched.
+        """
+        self.check_true(
+            name,
+            pc.invert(pc.match_substring_regex(values, EMAIL_PATTERN)),
+            lambda i: (
+                f"{name} contains an e-mail address, which must not reach the export; use an "
+                "identifier without personal data"
+            ),
+        )
 
     def check_allowed(self, name: str, allowed: Sequence[str], fix: str) -> None:
         values = self.column(name)

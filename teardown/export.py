@@ -71,6 +71,7 @@ import pyarrow.parquet as pq
 
 from teardown import money
 from teardown.csvinput import (
+    EMAIL_PATTERN,
     TIMESTAMP,
     InputError,
     InputFile,
@@ -106,7 +107,7 @@ CSV_LINE_END = "\r\n"
 # Keys (compared in lower case) whose values are removed from JSON dead-letter bodies.
 PERSONAL_DATA_KEYS = ("customeremail", "customerphone", "email", "phone", "cardnumber", "pan")
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+EMAIL = re.compile(EMAIL_PATTERN)
 CARD_CANDIDATE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
 PHONE_CANDIDATE = re.compile(r"(?<![\w:])\+?\(?[0-9]+(?:(?:\)[ .-]?|[ .-]\(?)[0-9]+)*(?![\w:])")
 
@@ -742,35 +743,48 @@ def _shape(
     source: pa.Table,
     columns: Sequence[tuple[str, str, str | None]],
 ) -> tuple[pa.Table, pa.Table]:
+    """Return the CSV and Parquet tables of one file.
+
+    Only the formatted columns go through DuckDB. The other columns are the source's own
+    arrays, which stay aligned because a plain projection keeps the row order.
+    """
     codes = pc.unique(source["currency"]).drop_null().to_pylist()
     exponents = {code: money.exponent(code) for code in codes} or {"": 0}
     select = []
-    csv_names = []
-    parquet_names = []
     for column, origin, kind in columns:
         if kind == _AMOUNT:
-            select.append(f"{origin} AS {column}_minor")
             select.append(f"{_decimal_sql(origin, exponents)} AS {column}")
-            csv_names += [f"{column}_minor", column]
-            parquet_names += [f"{column}_minor", column]
         elif kind == _TIME:
-            select.append(f"{origin} AS {column}")
-            select.append(f"{_time_sql(origin)} AS {column}__text")
-            csv_names.append(f"{column}__text")
-            parquet_names.append(column)
-        else:
-            select.append(f"{origin} AS {column}")
-            csv_names.append(column)
-            parquet_names.append(column)
+            select.append(f"{_time_sql(origin)} AS {column}")
     connection.register("source", _naive(source))
     try:
-        table = _utc(connection.sql(f"SELECT {', '.join(select)} FROM source").to_arrow_table())
+        formatted = _utc(connection.sql(f"SELECT {', '.join(select)} FROM source").to_arrow_table())
     finally:
         connection.unregister("source")
-    csv_table = table.select(csv_names).rename_columns(
-        [name.removesuffix("__text") for name in csv_names]
-    )
-    return csv_table, table.select(parquet_names)
+
+    csv_columns: dict[str, pa.ChunkedArray] = {}
+    parquet_columns: dict[str, pa.ChunkedArray] = {}
+    for column, origin, kind in columns:
+        if kind == _AMOUNT:
+            for target in (csv_columns, parquet_columns):
+                target[f"{column}_minor"] = source.column(origin)
+                target[column] = formatted.column(column)
+        elif kind == _TIME:
+            csv_columns[column] = formatted.column(column)
+            parquet_columns[column] = source.column(origin)
+        else:
+            csv_columns[column] = source.column(origin)
+            parquet_columns[column] = source.column(origin)
+    return _table(csv_columns), _table(parquet_columns)
+
+
+def _table(columns: Mapping[str, pa.ChunkedArray]) -> pa.Table:
+    """Return a table of the columns, with every null-typed column as strings."""
+    arrays = [
+        column.cast(pa.string()) if pa.types.is_null(column.type) else column
+        for column in columns.values()
+    ]
+    return pa.Table.from_arrays(arrays, names=list(columns))
 
 
 def _iso_times(times: pa.ChunkedArray) -> pa.Array:

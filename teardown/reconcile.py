@@ -9,18 +9,18 @@ Matching:
 
 * A settlement line belongs to the order whose ``paymentReference`` equals the line's
   payment reference. Only the first line with a given settlement id is matched.
-* A receipt belongs to the order with its ``order_id``; when it has none, or no order
-  has that id, to the order with its ``payment_reference``. Only the first receipt with
-  a given receipt id is matched.
-* When several orders share an ``orderId``, the earliest (``createdAt``, then input
-  order) is the one that is matched; the same holds for orders that share a
-  ``paymentReference``, ordered by ``createdAt``, then ``orderId``.
+* A receipt belongs to the order with its ``order_id``. When it has none, or no order
+  has that id, it belongs to the order with its ``payment_reference``. Only the first
+  receipt with a given receipt id is matched.
+* When several orders share an ``orderId``, or a ``paymentReference``, only the one
+  created first is matched. Ties on ``createdAt`` are broken by the other fields, so the
+  choice does not depend on the order in which the records arrive.
 
-Expected money per order: ``charged`` is ``amountMinor`` (0 when ``cancelled``);
+Expected money per order: ``charged`` is ``amountMinor``, or 0 when ``cancelled``.
 ``refunded`` is ``amountMinor`` for ``refunded``, ``refundedMinor`` for
-``partially_refunded`` and 0 otherwise; the order's amount is ``charged - refunded``.
+``partially_refunded`` and 0 otherwise. The order's amount is ``charged - refunded``.
 
-Every row gets exactly one class. For an order row the first rule that holds wins:
+Every row gets exactly one class. For an order row the first rule that applies wins:
 
 1. ``duplicate``: an earlier order has the same ``orderId`` or ``paymentReference``.
 2. ``currency_mismatch``: a matched settlement line or receipt is in another currency.
@@ -39,9 +39,9 @@ is not matched is a row of its own: ``duplicate`` when an earlier receipt has it
 receipt id, else ``manual_only``.
 
 Row amounts: ``amount_minor`` is the order's amount, the line's amount or the
-receipt's amount; ``settled_minor`` and ``receipts_minor`` are the signed sums of the
-settlement lines and receipts attached to the row in the row's currency (a line or
-receipt row carries itself). Lines and receipts in another currency are listed in
+receipt's amount. ``settled_minor`` and ``receipts_minor`` are the signed sums of the
+settlement lines and receipts attached to the row in the row's currency, and a line or
+receipt row counts itself. Lines and receipts in another currency are listed in
 ``settlement_ids`` and ``receipt_ids`` but left out of the sums. Each row's ``hour``
 is the start of its local hour in the event's time zone, taken from ``createdAt``,
 the line's settlement time or the receipt's ``taken_at``.
@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -547,6 +547,8 @@ def _totals(rows: pa.Table) -> dict[str, list[Total]]:
             ]
     finally:
         connection.close()
+    # Hour keys sort as text, which misorders the repeated hour when summer time ends.
+    totals["hour"].sort(key=lambda total: (datetime.fromisoformat(total.key), total.currency))
     return totals
 
 

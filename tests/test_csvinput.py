@@ -330,6 +330,14 @@ HOSTILE_CASES = {
         "receipts.csv, line 2, column payment_method: payment_method 'voucher' is not one of "
         "cash, card, wallet, manual; write cash, card, wallet or manual",
     ),
+    "e-mail address as staff id": (
+        read_receipts,
+        receipts(
+            RECEIPT_HEADER + "r1,belem,2027-06-05T12:00Z,1.00,EUR,cash,,,joao@venue.example,\n"
+        ),
+        "receipts.csv, line 2, column staff_id: staff_id contains an e-mail address, which "
+        "must not reach the export; use an identifier without personal data",
+    ),
     "receipt missing staff": (
         read_receipts,
         receipts(RECEIPT_HEADER + "r1,belem,2027-06-05T12:00Z,1.00,EUR,cash,,,,\n"),

@@ -410,6 +410,15 @@ def test_verify_rejects_paths_outside_export(written):
 # Writing
 
 
+def test_invalid_order_writes_nothing(tmp_path):
+    inputs = fixture_inputs()
+    inputs["orders"][3]["createdAt"] = "2027-06-05T11:10:00"
+    with pytest.raises(InputError) as error:
+        export_event(tmp_path / "export", CONTEXT, **inputs)
+    assert str(error.value).startswith("orders, record 4, column createdAt: time")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_export_is_not_overwritten(written):
     with pytest.raises(FileExistsError):
         write_fixture_export(written.directory)

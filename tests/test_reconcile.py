@@ -245,8 +245,12 @@ def test_hours_in_event_zone_across_dst_change():
     result = reconcile(
         load_orders(orders), settlements(*lines), receipts(), time_zone="Europe/Lisbon"
     )
-    # Lisbon leaves summer time at 02:00 local on 2027-10-31: 01:00 happens twice.
+    # Lisbon leaves summer time at 02:00 local on 2027-10-31, so 01:00 happens twice.
     assert result.rows.column("hour").to_pylist() == [
+        "2027-10-31T01:00:00+01:00",
+        "2027-10-31T01:00:00+00:00",
+    ]
+    assert [total.key for total in result.totals["hour"]] == [
         "2027-10-31T01:00:00+01:00",
         "2027-10-31T01:00:00+00:00",
     ]

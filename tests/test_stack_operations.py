@@ -403,6 +403,8 @@ def test_disruption_budget_fits_replicas(recorded: Any, stack: str) -> None:
 
     assert unavailable == 1, budget.urn
     assert "minAvailable" not in budget.inputs["spec"], budget.urn
+    # An unready pod must not hold up a drain either.
+    assert budget.inputs["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", budget.urn
     # At the autoscaler's minimum, one eviction still leaves a pod serving checkout.
     assert autoscaler.inputs["spec"]["minReplicas"] - unavailable >= 1, budget.urn
     assert budget.inputs["spec"]["selector"] == {"matchLabels": pod_labels}, budget.urn

@@ -63,7 +63,7 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         count = len(self.problems)
-        head = f"{self.source}: {count} invalid value{'s' if count != 1 else ''} in the event spec"
+        head = f"{self.source}: {count} problem{'s' if count != 1 else ''} in the event spec"
         return head + "\n" + "\n".join(f"  {problem}" for problem in self.problems)
 
 

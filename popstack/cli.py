@@ -10,13 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from components.spec import SpecError
+from components.spec import SpecError, StackFile, load_stack_file
 
 app = typer.Typer(
     help="Provision, operate and tear down one Pulumi stack per retail event.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help wraps long option names instead of cutting them off at 80 columns.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
 console = Console(emoji=False)
 errors = Console(stderr=True, emoji=False)
@@ -54,14 +57,12 @@ def plan(
     from popstack.plan import build_plan
     from popstack.render import render_plan
 
+    stack_files = load_all(stacks)
     results = []
     exit_code = 0
-    for stack in stacks:
+    for stack_file in stack_files:
         try:
-            result = build_plan(stack_path(stack), run_policies=policies)
-        except SpecError as error:
-            errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            result = build_plan(stack_file, run_policies=policies)
         except pulumi.RunError as error:
             raise fail(str(error)) from None
         if result.mandatory_failures:
@@ -81,15 +82,45 @@ def validate(
     stacks: Annotated[list[str], typer.Argument(help="Stack names or paths.")],
 ) -> None:
     """Check stack files against the event spec without running the program."""
-    from components.spec import load_stack_file
+    for stack_file in load_all(stacks, report_valid=True):
+        console.print(f"{stack_file.path}: event {stack_file.spec.id} is valid", highlight=False)
 
+
+def load_all(stacks: list[str], report_valid: bool = False) -> list[StackFile]:
+    """Load every stack file, printing each one's errors and placeholder warnings.
+
+    Exits with EXIT_BAD_INPUT after all files are read if any was invalid, so one
+    run reports every bad file; with `report_valid` the valid ones are listed too.
+    """
+    from popstack.scaffold import placeholder_keys
+
+    loaded: list[StackFile] = []
+    invalid = 0
     for stack in stacks:
         try:
             stack_file = load_stack_file(stack_path(stack))
         except SpecError as error:
             errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        console.print(f"{stack_file.path}: event {stack_file.spec.id} is valid", highlight=False)
+            invalid += 1
+            continue
+        placeholders = placeholder_keys(stack_file)
+        if placeholders:
+            errors.print(
+                f"warning: {stack_file.path} still has `popstack new` placeholder values at "
+                f"{', '.join(placeholders)}; replace them before `popstack up`",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        loaded.append(stack_file)
+    if invalid:
+        if report_valid:
+            for stack_file in loaded:
+                console.print(
+                    f"{stack_file.path}: event {stack_file.spec.id} is valid", highlight=False
+                )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return loaded
 
 
 @app.command()
@@ -115,7 +146,9 @@ def new(
         "registry.example.com/change-me/checkout:1.0.0"
     ),
     fifo: Annotated[bool, typer.Option(help="Use a FIFO order queue.")] = False,
-    alert_email: Annotated[str, typer.Option(help="Where alarms are sent.")] = "oncall@example.com",
+    alert_email: Annotated[str, typer.Option(help="Where alarms are sent.")] = (
+        "change-me@example.com"
+    ),
 ) -> None:
     """Scaffold a stack file for a new event from templates/new_event.yaml.j2."""
     from popstack.scaffold import write_stack_file
@@ -158,7 +191,6 @@ def runbook(
     to: Annotated[Path | None, typer.Option(help="Write the runbook to this file.")] = None,
 ) -> None:
     """Print the on-call runbook for an event: times, kill switches, alarms."""
-    from components.spec import load_stack_file
     from popstack.scaffold import render_runbook
 
     try:

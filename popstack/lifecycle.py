@@ -53,6 +53,7 @@ from popstack.engine import (
     write_stack_document,
 )
 from popstack.plan import Plan, build_plan
+from popstack.scaffold import placeholder_keys
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -188,6 +189,13 @@ def plan_stack(path: Path, shown_path: Path | None = None) -> Plan:
         if shown_path is not None:
             message = message.replace(str(path), str(shown_path))
         raise LifecycleError(message, EXIT_BAD_INPUT) from None
+    placeholders = placeholder_keys(plan.stack_file)
+    if placeholders:
+        raise LifecycleError(
+            f"{shown_path or path}: still has `popstack new` placeholder values at "
+            f"{', '.join(placeholders)}; replace them before deploying",
+            EXIT_BAD_INPUT,
+        )
     failures = plan.mandatory_failures
     if failures:
         lines = [f"{result.rule}: {'; '.join(result.messages)}" for result in failures]

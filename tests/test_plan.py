@@ -312,3 +312,18 @@ def test_failed_run_leaves_next_intact() -> None:
     assert lines[:1] == ["first run failed: True"], completed.stderr[-2000:]
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert re.fullmatch(r"second run registered \d{2,}", lines[1])
+
+
+def test_plan_reports_every_bad_file(tmp_path: Path) -> None:
+    sample = (REPO / "stacks" / "Pulumi.lisbon-popup.yaml").read_text(encoding="utf-8")
+    first = tmp_path / "Pulumi.first.yaml"
+    second = tmp_path / "Pulumi.second.yaml"
+    first.write_text(sample.replace("minReplicas: 2", "minReplicas: 9"), encoding="utf-8")
+    second.write_text(sample.replace("currency: EUR", "currency: EUX"), encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["plan", str(first), str(second), "--json"])
+
+    assert result.exit_code == 2
+    assert "popstack:checkout.minReplicas: minReplicas (9) is greater" in result.stderr
+    assert "popstack:currency: 'EUX' is not an ISO 4217 currency code" in result.stderr
+    assert result.stdout == ""

@@ -37,7 +37,7 @@ def spec_error(name: str) -> tuple[Path, str]:
 
 
 def one_problem(path: Path, problem: str) -> str:
-    return f"{path}: 1 invalid value in the event spec\n  {problem}"
+    return f"{path}: 1 problem in the event spec\n  {problem}"
 
 
 def test_valid_file_loads() -> None:
@@ -74,7 +74,7 @@ def test_unknown_top_level_key_suggests_closest() -> None:
     path, message = spec_error("unknown-top-level-key")
 
     assert message == (
-        f"{path}: 2 invalid values in the event spec\n"
+        f"{path}: 2 problems in the event spec\n"
         f"  {path}: popstack:window: is required but missing; add it to the stack file\n"
         f"  {path}:10: popstack:windows: unknown key 'windows'; did you mean 'window'?"
     )
@@ -387,7 +387,7 @@ def test_config_map_errors_name_key() -> None:
         spec_from_config(config, "stacks/Pulumi.valid.yaml")
 
     assert str(caught.value) == (
-        "stacks/Pulumi.valid.yaml: 2 invalid values in the event spec\n"
+        "stacks/Pulumi.valid.yaml: 2 problems in the event spec\n"
         "  stacks/Pulumi.valid.yaml: popstack:window: expected a mapping, got str 'not json'\n"
         "  stacks/Pulumi.valid.yaml: popstack:peakRps: expected an integer, got str 'many'"
     )
@@ -469,7 +469,74 @@ def test_program_rejects_bad_config_first(registrations: list[str]) -> None:
         mockrun.record_program(broken)
 
     assert str(caught.value) == (
-        "stacks/Pulumi.valid.yaml: 1 invalid value in the event spec\n"
+        "stacks/Pulumi.valid.yaml: 1 problem in the event spec\n"
         "  stacks/Pulumi.valid.yaml: popstack:peakRps: expected an integer, got str 'many'"
     )
     assert registrations == []
+
+
+def test_new_names_options_at_fault(tmp_path: Path) -> None:
+    from popstack.scaffold import write_stack_file
+
+    target = tmp_path / "stacks" / "Pulumi.porto.yaml"
+    with pytest.raises(SpecError) as raised:
+        write_stack_file(
+            target,
+            locations=["studio"],
+            stack="porto",
+            event_id="porto",
+            title="Porto class",
+            brand="Brand",
+            owner="team",
+            cost_centre="CC-1",
+            currency="EUR",
+            region="eu-west-1",
+            opens="2027-05-10T18:00",
+            closes="2027-05-10T20:00:00+01:00",
+            time_zone="Europe/Lisbn",
+            peak_rps=10,
+            image="registry.example.com/porto/checkout:1.0.0",
+            queue_type="standard",
+            alert_email="ops@example.com",
+        )
+
+    assert raised.value.problems == [
+        "--location 'studio' (number 1): write it as id=Name, for example chiado=Chiado store",
+        "--opens: 2027-05-10T18:00 has no UTC offset; add one, for example "
+        "2027-05-10T18:00:00+00:00",
+        "--time-zone: 'Europe/Lisbn' is not an IANA time zone; did you mean 'Europe/Lisbon'?",
+    ]
+    assert list(target.parent.iterdir()) == []
+
+
+def test_new_placeholders_are_reported(tmp_path: Path) -> None:
+    from popstack.scaffold import placeholder_keys, write_stack_file
+
+    target = write_stack_file(
+        tmp_path / "Pulumi.porto.yaml",
+        locations=["studio=Studio"],
+        stack="porto",
+        event_id="porto",
+        title="Porto class",
+        brand="CHANGE-ME brand",
+        owner="team",
+        cost_centre="CC-1",
+        currency="EUR",
+        region="eu-west-1",
+        opens="2027-05-10T18:00:00+01:00",
+        closes="2027-05-10T20:00:00+01:00",
+        time_zone="Europe/Lisbon",
+        peak_rps=10,
+        image="registry.example.com/porto/checkout:1.0.0",
+        queue_type="standard",
+        alert_email="ops@example.com",
+    )
+
+    assert placeholder_keys(load_stack_file(target)) == [
+        "popstack:brand",
+        "popstack:cluster.context",
+        "popstack:cluster.oidcProviderArn",
+        "popstack:cluster.oidcIssuer",
+        "popstack:cluster.vpcId",
+        "popstack:cluster.subnetIds[0]",
+    ]

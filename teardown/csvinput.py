@@ -867,7 +867,10 @@ class _CsvReader:
         values = self.trimmed(name)
         if not free_text:
             self.check_no_email(name, values)
-        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+        empty = pc.equal(values, "")
+        if not pc.any(empty).as_py():
+            return values
+        return pc.if_else(empty, pa.scalar(None, pa.string()), values)
 
     def check_no_email(self, name: str, values: pa.ChunkedArray) -> None:
         """Raise when an identifier contains an e-mail address, which the export would keep.
@@ -875,6 +878,9 @@ class _CsvReader:
         Free-text columns are redacted instead, but an identifier has to stay as it is to
         be matched.
         """
+        # A plain substring search rules out most files before the regular expression.
+        if not pc.any(pc.match_substring(values, "@")).as_py():
+            return
         self.check_true(
             name,
             pc.invert(pc.match_substring_regex(values, EMAIL_PATTERN)),

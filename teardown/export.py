@@ -16,8 +16,8 @@ Files, all listed in ``manifest.json`` (``docs/export-format.md`` has every colu
 * ``manifest.json``, which is not listed in itself.
 
 Determinism: the same inputs give byte-identical files. Rows have a fixed order, and
-pyarrow writes CSV with ``\\r\\n`` line ends and Parquet with fixed settings (zstd level
-1, dictionary encoding, row groups of 1,048,576 rows). The Parquet footer names the
+pyarrow writes CSV with ``\\r\\n`` line ends and Parquet with fixed settings (snappy
+compression, dictionary encoding, row groups of 1,048,576 rows). The Parquet footer names the
 pyarrow version, so another pyarrow version writes different Parquet bytes. The
 manifest has sorted keys and no time unless the caller passes ``generated_at``.
 
@@ -25,13 +25,13 @@ Personal data:
 
 * Orders: ``customerEmail`` and ``customerPhone`` are dropped, ``cardNumber`` becomes
   ``card_last4``, and fields outside the order contract are dropped.
-* Dead-letter bodies: a JSON body has the values of the keys in ``PERSONAL_DATA_KEYS``
-  replaced (card numbers by their last four digits) and is written back compactly with
-  sorted keys; then every body goes through ``redact_text``.
+* Dead-letter bodies: in a JSON body the values of the keys in ``PERSONAL_DATA_KEYS``
+  are replaced, card numbers by their last four digits, and the body is written back
+  compactly with sorted keys. Then every body goes through ``redact_text``.
 * Settlement and receipt files: the values of their free-text columns (``note``,
   ``description`` and every column the layout does not know) go through
-  ``redact_text``. In the normalised files the redacted value replaces the original;
-  in the received copies each redacted span is replaced by its marker wherever that
+  ``redact_text``. In the normalised files the redacted value replaces the original.
+  In the received copies each redacted span is replaced by its marker wherever that
   exact text occurs in the file. The manifest records the size and SHA-256 of each
   original input.
 
@@ -94,8 +94,7 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "reconciliatio
 
 PARQUET_OPTIONS = {
     "version": "2.6",
-    "compression": "zstd",
-    "compression_level": 1,
+    "compression": "snappy",
     "use_dictionary": True,
     "write_statistics": True,
     "row_group_size": 1 << 20,
@@ -155,7 +154,11 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class FileProblem:
-    """One file that does not match the manifest; ``kind`` is missing, size, sha256 or ..."""
+    """One file that does not match the manifest.
+
+    ``kind`` is ``missing``, ``size``, ``sha256``, ``unexpected`` (a file the manifest does
+    not list) or ``invalid_name`` (a manifest name outside the export).
+    """
 
     name: str
     kind: str
@@ -837,12 +840,33 @@ def _totals_table(reconciliation: Reconciliation) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TOTALS_SCHEMA)
 
 
+# Columns holding signed decimal strings such as "-4.00"; every other text column
+# may carry outside text, which a spreadsheet would run as a formula.
+DECIMAL_COLUMNS = frozenset({"amount", "refunded", "fee", "net", "settled", "receipts"})
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def _neutralise_formulas(table: pa.Table) -> pa.Table:
+    """Prefix text cells that start like a spreadsheet formula with an apostrophe.
+
+    Only the CSV files get this; the Parquet files keep the text as received.
+    """
+    columns = []
+    for column_field in table.schema:
+        column = table.column(column_field.name)
+        if pa.types.is_string(column_field.type) and column_field.name not in DECIMAL_COLUMNS:
+            starts = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
+            column = pc.if_else(starts, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 def _write_csv(directory: Path, name: str, table: pa.Table) -> dict[str, object]:
     path = directory / name
     options = pacsv.WriteOptions(
         include_header=True, delimiter=",", quoting_style="needed", eol=CSV_LINE_END
     )
-    pacsv.write_csv(table, path, write_options=options)
+    pacsv.write_csv(_neutralise_formulas(table), path, write_options=options)
     return _entry(path, name, table.num_rows)
 
 

@@ -43,7 +43,7 @@ receipt's amount. ``settled_minor`` and ``receipts_minor`` are the signed sums o
 settlement lines and receipts attached to the row in the row's currency, and a line or
 receipt row counts itself. Lines and receipts in another currency are listed in
 ``settlement_ids`` and ``receipt_ids`` but left out of the sums. Each row's ``hour``
-is the start of its local hour in the event's time zone, taken from ``createdAt``,
+is the start of its local hour in the event's time zone, computed from ``createdAt``,
 the line's settlement time or the receipt's ``taken_at``.
 
 Totals are exact integers, one entry per key and currency: per class over all rows,
@@ -397,9 +397,9 @@ def reconcile(
     """Match and classify orders, settlement lines and receipts by the module's rules.
 
     ``orders`` comes from ``load_orders``; ``time_zone`` is the event's IANA zone, used
-    for the hour of each row. The rows come back sorted by time, then kind (order,
-    settlement, receipt), then id, then the other columns, so the order does not depend
-    on the order of the orders.
+    for the hour of each row. The rows come in a fixed order that does not depend on
+    the order of the records: order rows by ``createdAt``, ``orderId`` and duplicate
+    rank, then settlement rows and then receipt rows, each in input order.
     """
     zone = ZoneInfo(time_zone)
     currencies = _currencies(orders, settlements.table, receipts.table)
@@ -416,13 +416,12 @@ def reconcile(
         result = connection.sql(_RECONCILE_SQL).to_arrow_table()
     finally:
         connection.close()
-    rows = _attach_inputs(result, orders, settlements.table, receipts.table, zone)
-    order_positions = pc.filter(result.column("position"), pc.equal(result.column("kind_rank"), 0))
+    rows, ordered_orders = _attach_inputs(result, orders, settlements.table, receipts.table, zone)
     return Reconciliation(
         rows=rows,
         totals=_totals(rows),
         time_zone=time_zone,
-        orders=orders.take(pc.subtract(order_positions, 1)),
+        orders=ordered_orders,
     )
 
 
@@ -445,35 +444,42 @@ def _attach_inputs(
     settlements: pa.Table,
     receipts: pa.Table,
     zone: ZoneInfo,
-) -> pa.Table:
-    """Return the full rows: the narrow result plus the input columns of each row.
+) -> tuple[pa.Table, pa.Table]:
+    """Return the full rows, and the orders in the order of their rows.
 
-    Each input column is taken from the three inputs laid end to end, at the row's
-    offset of its kind plus its position.
+    The narrow result lists the rows of each kind together, so the input columns of each
+    kind are one ``take`` from its input table, at the rows' positions.
     """
-    inputs = (orders, settlements, receipts)
-    offsets = [0, orders.num_rows, orders.num_rows + settlements.num_rows]
-    kind = result.column("kind_rank").cast(pa.int64()).combine_chunks()
-    position = result.column("position").combine_chunks()
-    index = pc.add(pc.take(pa.array(offsets, pa.int64()), kind), pc.subtract(position, 1))
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "row_kind": pc.take(pa.array(_ROW_KINDS, pa.string()), kind),
-    }
-    for name, sources in _ROW_SOURCES.items():
-        kind_type = ROW_SCHEMA.field(name).type
-        parts = []
-        for table, source in zip(inputs, sources, strict=True):
-            if source is None:
-                parts.append(pa.nulls(table.num_rows, kind_type))
+    kinds = result.column("kind_rank").cast(pa.int64())
+    parts = []
+    ordered_orders = orders.slice(0, 0)
+    start = 0
+    for kind, table in enumerate((orders, settlements, receipts)):
+        rows = pc.sum(pc.equal(kinds, kind)).as_py() or 0
+        part = result.slice(start, rows)
+        start += rows
+        positions = pc.subtract(part.column("position"), 1)
+        if kind == 0:
+            ordered_orders = input_rows = table.take(positions)
+        else:
+            needed = [sources[kind] for sources in _ROW_SOURCES.values() if sources[kind]]
+            input_rows = table.select(needed).take(positions)
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {
+            "row_kind": pa.repeat(pa.scalar(_ROW_KINDS[kind], pa.string()), rows),
+        }
+        for name, sources in _ROW_SOURCES.items():
+            column_type = ROW_SCHEMA.field(name).type
+            if sources[kind] is None:
+                columns[name] = pa.nulls(rows, column_type)
             else:
-                parts.extend(table.column(source).cast(kind_type).chunks)
-        combined = pa.concat_arrays(parts) if parts else pa.array([], kind_type)
-        columns[name] = pc.take(combined, index)
-    columns["hour"] = _local_hours(columns["occurred_at"], zone)
-    for name in ROW_SCHEMA.names:
-        if name not in columns:
-            columns[name] = result.column(name)
-    return pa.Table.from_arrays([columns[name] for name in ROW_SCHEMA.names], schema=ROW_SCHEMA)
+                columns[name] = input_rows.column(sources[kind]).cast(column_type)
+        columns["hour"] = _local_hours(columns["occurred_at"], zone)
+        for name in ROW_SCHEMA.names:
+            if name not in columns:
+                columns[name] = part.column(name)
+        arrays = [columns[name] for name in ROW_SCHEMA.names]
+        parts.append(pa.Table.from_arrays(arrays, schema=ROW_SCHEMA))
+    return pa.concat_tables(parts), ordered_orders
 
 
 def _currencies(*tables: pa.Table) -> pa.Table:
@@ -501,13 +507,15 @@ def _with_position(table: pa.Table) -> pa.Table:
     return table.append_column("seq", positions)
 
 
-def _local_hours(times: pa.Array, zone: ZoneInfo) -> pa.Array:
+def _local_hours(times: pa.Array | pa.ChunkedArray, zone: ZoneInfo) -> pa.Array:
     """Return the start of each time's local hour as ISO 8601 with offset.
 
     Times are grouped by UTC minute, so only each distinct minute goes through zoneinfo.
     Every zone offset in use is a whole number of minutes.
     """
     minutes = pc.floor_temporal(times, unit="minute")
+    if isinstance(minutes, pa.ChunkedArray):
+        minutes = minutes.combine_chunks()
     encoded = minutes.dictionary_encode()
     labels = []
     for moment in encoded.dictionary.to_pylist():
@@ -572,8 +580,9 @@ _ORDER_TIE_BREAK = (
 # to recompute, so they are inlined instead, which saves memory.
 # The result has one narrow row per output row, in output order: the kind (0 order,
 # 1 settlement line, 2 receipt), its 1-based position in its input table, and what the
-# reconciliation adds. The input columns are attached afterwards, in Arrow, which keeps
-# them out of DuckDB's joins and sort.
+# reconciliation adds. Order rows come first, by createdAt, orderId and duplicate rank,
+# then settlement rows and receipt rows, each in input order. The input columns are
+# attached afterwards, in Arrow, which keeps them out of DuckDB's joins and sort.
 _RECONCILE_SQL = f"""
 WITH
 id_ranks AS (
@@ -800,5 +809,8 @@ FROM (
     UNION ALL BY NAME SELECT * FROM settlement_rows
     UNION ALL BY NAME SELECT * FROM receipt_rows
 )
-ORDER BY occurred_at, kind_rank, sort_id, sort_position
+ORDER BY kind_rank,
+    CASE WHEN kind_rank = 0 THEN occurred_at END,
+    CASE WHEN kind_rank = 0 THEN sort_id END,
+    sort_position
 """

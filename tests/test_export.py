@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import re
 from datetime import datetime
@@ -471,3 +473,23 @@ def test_sql_time_matches_python():
         ).fetchall()[0][0]
         moment = datetime.fromisoformat(text + "+00:00")
         assert value == export._iso_time(moment)
+
+
+def test_csv_neutralises_formula_text(tmp_path):
+    inputs = fixture_inputs()
+    lines = (DATA / "receipts.csv").read_bytes().decode("utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\r\n").split(",")
+    note = header.index("note")
+    fields = lines[1].rstrip("\r\n").split(",")
+    fields[note] = '"=HYPERLINK(""http://127.0.0.1/x"",""click"")"'
+    lines[1] = ",".join(fields) + "\r\n"
+    inputs["receipt_files"] = [InputFile("receipts.csv", "".join(lines).encode("utf-8"))]
+
+    result = export_event(tmp_path / "export", CONTEXT, **inputs)
+
+    rows = list(csv.DictReader(io.StringIO((result.directory / "receipts.csv").read_text())))
+    notes = [row["note"] for row in rows]
+    assert "'=HYPERLINK(\"http://127.0.0.1/x\",\"click\")" in notes
+    assert not any(n.startswith("=") for n in notes)
+    table = pq.read_table(result.directory / "receipts.parquet")
+    assert '=HYPERLINK("http://127.0.0.1/x","click")' in table.column("note").to_pylist()

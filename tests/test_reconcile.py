@@ -335,23 +335,23 @@ def test_fixture_rows():
     ]
     assert rows == [
         ("order", "matched", "o-001"),
-        ("settlement", "duplicate", "txn_001"),
         ("order", "amount_mismatch", "o-002"),
         ("order", "currency_mismatch", "o-003"),
         ("order", "missing_settlement", "o-004"),
         ("order", "refund", "o-006"),
         ("order", "partial_refund", "o-007"),
         ("order", "matched", "o-008"),
-        ("receipt", "duplicate", "o-008"),
         ("order", "matched", "o-009"),
         ("order", "duplicate", "o-010"),
-        ("settlement", "settlement_without_order", "set-999"),
-        ("receipt", "manual_only", "r-002"),
         ("order", "matched", "o-011"),
         ("order", "matched", "o-012"),
         ("order", "matched", "o-013"),
         ("order", "matched", "o-014"),
+        ("settlement", "duplicate", "txn_001"),
+        ("settlement", "settlement_without_order", "set-999"),
         ("settlement", "settlement_without_order", "set-big"),
+        ("receipt", "manual_only", "r-002"),
+        ("receipt", "duplicate", "o-008"),
     ]
 
 

@@ -81,7 +81,14 @@ from teardown.csvinput import (
     read_receipts,
     read_settlements,
 )
-from teardown.reconcile import CLASSES, TOTAL_GROUPS, Reconciliation, load_orders, reconcile
+from teardown.reconcile import (
+    CLASSES,
+    TOTAL_GROUPS,
+    Reconciliation,
+    load_orders,
+    naive_timestamps,
+    reconcile,
+)
 
 EXPORT_FORMAT = "popstack-teardown-export"
 EXPORT_FORMAT_VERSION = 1
@@ -759,7 +766,7 @@ def _shape(
             select.append(f"{_decimal_sql(origin, exponents)} AS {column}")
         elif kind == _TIME:
             select.append(f"{_time_sql(origin)} AS {column}")
-    connection.register("source", _naive(source))
+    connection.register("source", naive_timestamps(source))
     try:
         formatted = _utc(connection.sql(f"SELECT {', '.join(select)} FROM source").to_arrow_table())
     finally:
@@ -800,16 +807,6 @@ def _iso_time(moment: datetime) -> str:
     whole, fraction = text.split(".")
     fraction = fraction.rstrip("0")
     return f"{whole}.{fraction}+00:00" if fraction else f"{whole}+00:00"
-
-
-def _naive(table: pa.Table) -> pa.Table:
-    columns = []
-    for column_field in table.schema:
-        column = table.column(column_field.name)
-        if pa.types.is_timestamp(column_field.type):
-            column = column.cast(pa.timestamp("us"))
-        columns.append(column)
-    return pa.Table.from_arrays(columns, names=table.column_names)
 
 
 def _utc(table: pa.Table) -> pa.Table:

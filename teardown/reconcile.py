@@ -408,9 +408,10 @@ def reconcile(
     connection = duckdb.connect(":memory:")
     try:
         connection.execute("SET TimeZone = 'UTC'")
-        connection.register("orders_input", _naive(orders))
-        connection.register("settlements_input", _with_position(_naive(settlements.table)))
-        connection.register("receipts_input", _with_position(_naive(receipts.table)))
+        connection.register("orders_input", naive_timestamps(orders))
+        settlement_rows = _with_position(naive_timestamps(settlements.table))
+        connection.register("settlements_input", settlement_rows)
+        connection.register("receipts_input", _with_position(naive_timestamps(receipts.table)))
         connection.register("currencies", currencies)
         connection.execute(_MACROS)
         result = connection.sql(_RECONCILE_SQL).to_arrow_table()
@@ -490,7 +491,7 @@ def _currencies(*tables: pa.Table) -> pa.Table:
     )
 
 
-def _naive(table: pa.Table) -> pa.Table:
+def naive_timestamps(table: pa.Table) -> pa.Table:
     """Return the table with UTC timestamps as naive ones, so DuckDB's zone cannot apply."""
     columns = []
     for field in table.schema:

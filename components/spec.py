@@ -98,7 +98,10 @@ class Window(_Model):
                     f"{value!r} is not an ISO 8601 time; write it as 2027-03-12T10:00:00+00:00"
                 ) from None
         else:
-            raise ValueError(f"expected an ISO 8601 time string, got {type(value).__name__}")
+            raise ValueError(
+                f"expected an ISO 8601 time with offset, got {type(value).__name__} {value!s}; "
+                'write it as a quoted string such as "2027-03-12T10:00:00+00:00"'
+            )
         if parsed.tzinfo is None:
             raise ValueError(
                 f"{value!s} has no UTC offset; add one, for example {parsed.isoformat()}+00:00"
@@ -431,6 +434,18 @@ def _key_path(parts: tuple[str | int, ...]) -> str:
     return text
 
 
+# Fixes for pydantic's range and length errors; {} is the limit.
+_BOUND_FIXES = {
+    "greater_than_equal": "use {} or more",
+    "greater_than": "use more than {}",
+    "less_than_equal": "use {} or less",
+    "less_than": "use less than {}",
+    "too_short": "give at least {} item(s)",
+    "too_long": "give at most {} item(s)",
+    "string_too_short": "use at least {} character(s)",
+    "string_too_long": "use at most {} characters",
+}
+
 _TYPE_NAMES = {
     "string_type": "a string",
     "int_type": "an integer",
@@ -467,6 +482,17 @@ def _problems(error: ValidationError, lines: Mapping[tuple, int], source: str) -
             message = str(context_error) if context_error else item["msg"]
         elif kind == "literal_error":
             message = f"{item.get('input')!r} is not allowed; {item['msg'].lower()}"
+        elif kind in _BOUND_FIXES:
+            context = item.get("ctx") or {}
+            limit = next(
+                (
+                    context[k]
+                    for k in ("ge", "gt", "le", "lt", "min_length", "max_length")
+                    if k in context
+                ),
+                "?",
+            )
+            message = f"{item.get('input')!r} is out of range; {_BOUND_FIXES[kind].format(limit)}"
         else:
             message = f"{item['msg']} (got {item.get('input')!r})"
         line = _line_for(lines, path)
@@ -569,8 +595,8 @@ def read_yaml(path: Path) -> tuple[CommentedMap, dict[tuple, int]]:
     lines: dict[tuple, int] = {}
     config = document["config"]
     for key in config:
-        if str(key).startswith(f"{NAMESPACE}:"):
-            short = str(key).split(":", 1)[1]
+        if str(key).startswith(f"{NAMESPACE}:") or ":" not in str(key):
+            short = str(key).split(":", 1)[-1]
             lines[(short,)] = config.lc.key(key)[0] + 1
             _collect_lines(config[key], (short,), lines)
     return config, lines
@@ -585,6 +611,9 @@ def load_stack_file(path: str | Path) -> StackFile:
     secret_keys: list[str] = []
     for key, value in config.items():
         key = str(key)
+        if ":" not in key:
+            # Pulumi reads a key without a namespace as one of the project's.
+            key = f"{NAMESPACE}:{key}"
         if isinstance(value, Mapping) and set(value) == {"secure"}:
             secret_keys.append(key)
         if key.startswith(f"{NAMESPACE}:"):

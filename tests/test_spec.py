@@ -540,3 +540,32 @@ def test_new_placeholders_are_reported(tmp_path: Path) -> None:
         "popstack:cluster.vpcId",
         "popstack:cluster.subnetIds[0]",
     ]
+
+
+def write_variant(tmp_path: Path, old: str, new: str) -> Path:
+    """Write a copy of valid.yaml with one text replaced, and return its path."""
+    text = (SPECS / "valid.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "Pulumi.variant.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_key_without_namespace_is_project_key(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, "popstack:brand:", "brand:")
+
+    stack_file = load_stack_file(path)
+
+    assert stack_file.spec.brand == load_stack_file(SPECS / "valid.yaml").spec.brand
+    assert "popstack:brand" in stack_file.config
+
+
+def test_out_of_range_names_limit(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, "popstack:peakRps: ", "popstack:peakRps: 9999999999 #")
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    assert caught.value.problems[0].endswith(
+        "popstack:peakRps: 9999999999 is out of range; use 1000000 or less"
+    )

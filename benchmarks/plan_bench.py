@@ -64,7 +64,8 @@ def main() -> None:
     walls, peaks = zip(*single, strict=True)
     print(
         f"one plan of {SAMPLE.name}, {args.runs} runs: "
-        f"median {statistics.median(walls):.2f} s wall (min {min(walls):.2f}, max {max(walls):.2f}), "
+        f"median {statistics.median(walls):.2f} s wall "
+        f"(min {min(walls):.2f}, max {max(walls):.2f}), "
         f"median peak RSS {statistics.median(peaks):.0f} MB"
     )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pulumi
 import pulumi_aws as aws
 
@@ -12,12 +10,11 @@ from components.event_stack import EventStack
 from components.spec import (
     EXPORT_VERIFIED_KEY,
     NAMESPACE,
+    VERIFIED_EXPORT,
     SpecError,
     emulator_endpoint_problem,
     spec_from_config,
 )
-
-VERIFIED_EXPORT = re.compile(r"s3://[a-z0-9.-]{3,63}/[^#\s]+#sha256=[0-9a-f]{64}")
 
 
 def run() -> EventStack:

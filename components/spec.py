@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from iso4217 import Currency
@@ -31,11 +32,16 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from components.naming import MAX_SECRET_NAME, longest_name_problem, max_event_id_length
 
 NAMESPACE = "popstack"
+
+# Window edges must fall in these years, which keeps date arithmetic in range.
+MIN_YEAR = 2000
+MAX_YEAR = 2199
 
 # Secrets Manager accepts AutomaticallyAfterDays from 1 to 1000.
 MIN_ROTATION_DAYS = 1
@@ -106,6 +112,10 @@ class Window(_Model):
             raise ValueError(
                 f"{value!s} has no UTC offset; add one, for example {parsed.isoformat()}+00:00"
             )
+        if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+            raise ValueError(
+                f"{value!s} is outside the years {MIN_YEAR} to {MAX_YEAR}; check the date"
+            )
         return parsed
 
     @field_validator("time_zone")
@@ -173,7 +183,7 @@ class Checkout(_Model):
     @field_validator("image")
     @classmethod
     def _pinned_image(cls, value: str) -> str:
-        match = IMAGE_REF.match(value)
+        match = IMAGE_REF.fullmatch(value)
         if not match:
             raise ValueError(
                 f"{value!r} is not an image reference; "
@@ -190,7 +200,7 @@ class Checkout(_Model):
     @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not QUANTITY.match(value):
+        if not QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a Kubernetes quantity such as 250m or 512Mi")
         return value
 
@@ -252,7 +262,7 @@ class Alerts(_Model):
     def _one_target(self) -> Alerts:
         if (self.email is None) == (self.topic_arn is None):
             raise ValueError("set exactly one of email or topicArn")
-        if self.email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
+        if self.email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.email):
             raise ValueError(f"{self.email!r} is not an email address")
         if self.topic_arn is not None and not self.topic_arn.startswith("arn:aws:sns:"):
             raise ValueError(f"{self.topic_arn!r} is not an SNS topic ARN (arn:aws:sns:...)")
@@ -310,7 +320,7 @@ class EventSpec(_Model):
     @field_validator("id")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not DNS_LABEL.match(value):
+        if not DNS_LABEL.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a DNS-1123 label; use lower-case letters, digits and '-', "
                 "starting and ending with a letter or digit"
@@ -533,12 +543,27 @@ def _collect_lines(node: Any, path: tuple, lines: dict[tuple, int]) -> None:
             _collect_lines(item, path + (index,), lines)
 
 
-def _plain(node: Any) -> Any:
-    """Convert ruamel's round-trip nodes into plain dicts, lists and scalars."""
+# A stack file expands to far fewer values; more means YAML aliases multiplying it.
+MAX_VALUES = 100_000
+
+
+class _TooManyValues(ValueError):
+    """A document whose aliases expand it past MAX_VALUES values."""
+
+
+def _plain(node: Any, budget: list[int] | None = None) -> Any:
+    """Convert ruamel's round-trip nodes into plain dicts, lists and scalars.
+
+    Raises _TooManyValues when the document expands past MAX_VALUES values.
+    """
+    budget = budget if budget is not None else [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyValues(f"expands to more than {MAX_VALUES} values")
     if isinstance(node, Mapping):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): _plain(v, budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [_plain(v, budget) for v in node]
     if isinstance(node, datetime):
         # YAML reads unquoted timestamps itself; keep the text so offsets survive.
         return node.isoformat()
@@ -571,19 +596,38 @@ def read_yaml(path: Path) -> tuple[CommentedMap, dict[tuple, int]]:
         raise SpecError(
             source, [f"{source}: file not found; create it with `popstack new`"]
         ) from None
+    except IsADirectoryError:
+        raise SpecError(source, [f"{source}: is a directory; give a stack file"]) from None
     except UnicodeDecodeError as error:
         line = path.read_bytes()[: error.start].count(b"\n") + 1
         raise SpecError(
             source, [f"{source}:{line}: byte {error.start} is not UTF-8; save the file as UTF-8"]
         ) from None
     try:
+        # Aliases can expand a small file without bound; stack files have no need of them.
+        alias = next((e for e in YAML(typ="rt").parse(text) if isinstance(e, AliasEvent)), None)
+        if alias is not None:
+            line = alias.start_mark.line + 1 if alias.start_mark else "?"
+            raise SpecError(
+                source,
+                [
+                    f"{source}:{line}: YAML alias *{alias.anchor}: stack files take no aliases; "
+                    "write the value out in full"
+                ],
+            )
         document = YAML(typ="rt").load(text)
+    except RecursionError:
+        raise SpecError(source, [f"{source}: YAML nests too deeply; flatten the file"]) from None
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = error.problem or error.context or "invalid YAML"
         raise SpecError(
             source, [f"{source}{line}: YAML syntax error: {problem}; fix the syntax there"]
+        ) from None
+    except YAMLError as error:
+        raise SpecError(
+            source, [f"{source}: not readable as YAML ({error}); save it as UTF-8 YAML text"]
         ) from None
     if not isinstance(document, CommentedMap) or not isinstance(
         document.get("config"), CommentedMap
@@ -598,7 +642,16 @@ def read_yaml(path: Path) -> tuple[CommentedMap, dict[tuple, int]]:
         if str(key).startswith(f"{NAMESPACE}:") or ":" not in str(key):
             short = str(key).split(":", 1)[-1]
             lines[(short,)] = config.lc.key(key)[0] + 1
-            _collect_lines(config[key], (short,), lines)
+            try:
+                _collect_lines(config[key], (short,), lines)
+            except (KeyError, TypeError, IndexError):
+                raise SpecError(
+                    source,
+                    [
+                        f"{source}:{lines[(short,)]}: {key}: uses a YAML merge key or tag that "
+                        "stack files do not support; write the values out in full"
+                    ],
+                ) from None
     return config, lines
 
 
@@ -606,6 +659,16 @@ def load_stack_file(path: str | Path) -> StackFile:
     """Read and validate one stack file, raising SpecError on any invalid value."""
     path = Path(path)
     config, lines = read_yaml(path)
+    try:
+        return _stack_file(path, config, lines)
+    except _TooManyValues as error:
+        raise SpecError(
+            str(path), [f"{path}: {error}; remove the YAML aliases (*name) from the file"]
+        ) from None
+
+
+def _stack_file(path: Path, config: CommentedMap, lines: dict[tuple, int]) -> StackFile:
+    budget = [MAX_VALUES]
     values: dict[str, Any] = {}
     other: dict[str, Any] = {}
     secret_keys: list[str] = []
@@ -619,11 +682,11 @@ def load_stack_file(path: str | Path) -> StackFile:
         if key.startswith(f"{NAMESPACE}:"):
             short = key.split(":", 1)[1]
             if short in NON_SPEC_KEYS:
-                other[key] = _plain(value)
+                other[key] = _plain(value, budget)
             else:
-                values[short] = _plain(value)
+                values[short] = _plain(value, budget)
         else:
-            other[key] = _plain(value)
+            other[key] = _plain(value, budget)
     misplaced = [
         key.split(":", 1)[1]
         for key in secret_keys
@@ -637,6 +700,31 @@ def load_stack_file(path: str | Path) -> StackFile:
                 f"{path}:{lines.get((short,), '?')}: {NAMESPACE}:{short}: is a secure value, but "
                 f"event spec keys hold no secrets; write it in plain text (secret keys: {allowed})"
                 for short in misplaced
+            ],
+        )
+    plain_secrets = [
+        key
+        for key in SECRET_CONFIG_KEYS
+        if f"{NAMESPACE}:{key}" in other and f"{NAMESPACE}:{key}" not in secret_keys
+    ]
+    if plain_secrets:
+        raise SpecError(
+            str(path),
+            [
+                f"{path}:{lines.get((key,), '?')}: {NAMESPACE}:{key}: is in plain text; set it "
+                f"with `pulumi config set --secret {NAMESPACE}:{key}` so it is stored encrypted"
+                for key in plain_secrets
+            ],
+        )
+    verified = other.get(f"{NAMESPACE}:{EXPORT_VERIFIED_KEY}")
+    if verified is not None and not VERIFIED_EXPORT.fullmatch(str(verified)):
+        line = lines.get((EXPORT_VERIFIED_KEY,), "?")
+        raise SpecError(
+            str(path),
+            [
+                f"{path}:{line}: {NAMESPACE}:{EXPORT_VERIFIED_KEY}: {verified!r} is not "
+                "s3://BUCKET/KEY#sha256=<64 hex digits>; only `popstack teardown` sets it, so "
+                "remove the key"
             ],
         )
     spec = parse_spec(values, str(path), lines)
@@ -663,6 +751,20 @@ SECRET_CONFIG_KEYS = ("kubeconfig",)
 # SHA-256); while it is unset, stateful resources stay protected.
 EXPORT_VERIFIED_KEY = "teardownVerifiedExport"
 NON_SPEC_KEYS = (*SECRET_CONFIG_KEYS, EXPORT_VERIFIED_KEY)
+# The form of EXPORT_VERIFIED_KEY's value that teardown writes.
+VERIFIED_EXPORT = re.compile(r"s3://[a-z0-9.-]{3,63}/[^#\s]+#sha256=[0-9a-f]{64}")
+# Services an emulator stack must point at the emulator, because the program uses them.
+EMULATOR_SERVICES = (
+    "cloudwatch",
+    "dynamodb",
+    "iam",
+    "lambda",
+    "s3",
+    "secretsmanager",
+    "sns",
+    "sqs",
+    "sts",
+)
 
 
 def spec_from_config(config: Mapping[str, str], source: str) -> EventSpec:
@@ -696,7 +798,9 @@ def _decode(key: str, raw: str) -> Any:
 def emulator_endpoint_problem(endpoints: Any) -> str | None:
     """Return why `aws:endpoints` does not point every service at 127.0.0.1, or None.
 
-    A stack marked `emulator: true` must never reach a real AWS account.
+    A stack marked `emulator: true` must never reach a real AWS account, so every
+    endpoint must be plain http to 127.0.0.1 or localhost, and every service the
+    program uses must be listed.
     """
     if isinstance(endpoints, str):
         try:
@@ -704,12 +808,28 @@ def emulator_endpoint_problem(endpoints: Any) -> str | None:
         except json.JSONDecodeError:
             endpoints = None
     if not isinstance(endpoints, list) or not endpoints:
-        return "is true but aws:endpoints is not set; point every service at http://127.0.0.1:PORT"
+        return "is true but aws:endpoints is not a list of service: URL mappings"
+    listed: set[str] = set()
     for entry in endpoints:
-        for service, url in dict(entry).items():
-            if not str(url).startswith(("http://127.0.0.1:", "http://localhost:")):
+        if not isinstance(entry, Mapping):
+            return f"is true but aws:endpoints has the entry {entry!r}, not a service: URL mapping"
+        for service, url in entry.items():
+            parts = urlsplit(str(url))
+            if (
+                parts.scheme != "http"
+                or parts.hostname not in ("127.0.0.1", "localhost")
+                or parts.username is not None
+                or parts.port is None
+            ):
                 return (
                     f"is true but aws:endpoints.{service} is {url!r}; "
                     "an emulator stack may only use http://127.0.0.1:PORT"
                 )
+            listed.add(str(service))
+    missing = [service for service in EMULATOR_SERVICES if service not in listed]
+    if missing:
+        return (
+            f"is true but aws:endpoints does not list {', '.join(missing)}; point every "
+            "service the stack uses at the emulator"
+        )
     return None

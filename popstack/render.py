@@ -15,7 +15,8 @@ def render_plan(plan: Plan, console: Console) -> None:
     spec = plan.stack_file.spec
     window = spec.window
     console.print(
-        f"[bold]{plan.stack_file.stack}[/]: event [bold]{spec.id}[/] - {spec.title}\n"
+        f"[bold]{escape(plan.stack_file.stack)}[/]: event [bold]{spec.id}[/] - "
+        f"{escape(spec.title)}\n"
         f"window {window.opens.isoformat()} to {window.closes.isoformat()} ({window.time_zone}), "
         f"expires {spec.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}",
         highlight=False,

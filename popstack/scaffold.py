@@ -91,6 +91,11 @@ def write_stack_file(path: Path, *, locations: list[str], **values) -> Path:
     """
     if path.exists():
         raise FileExistsError(f"{path} already exists")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", values["stack"]):
+        raise SpecError(
+            f"popstack new {values['stack']}",
+            [f"stack name {values['stack']!r}: use letters, digits, '-', '_' and '.' only"],
+        )
     parsed, problems = _parse_locations(locations)
     max_replicas = max(2, -(-values["peak_rps"] // 25) + 1)
     text = _environment.get_template("new_event.yaml.j2").render(

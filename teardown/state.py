@@ -97,6 +97,11 @@ class TeardownState:
                 f"{source} is not valid JSON ({error}); restore it from the exports "
                 f"bucket's previous object version or delete the local copy"
             ) from None
+        if not isinstance(payload, dict):
+            raise StateError(
+                f"{source} is not a teardown state (a JSON object); restore it from the exports "
+                "bucket's previous object version or delete the local copy"
+            )
         if payload.get("format") != STATE_FORMAT:
             raise StateError(
                 f"{source} has state format {payload.get('format')!r}; this popstack reads "
@@ -104,9 +109,15 @@ class TeardownState:
             )
         values = _snake(payload)
         values.pop("format")
-        values["dead_letters"] = [DeadLetterRecord(**item) for item in values["dead_letters"]]
-        values["settlements"] = [SettlementRecord(**item) for item in values["settlements"]]
-        return cls(**values)
+        try:
+            values["dead_letters"] = [DeadLetterRecord(**item) for item in values["dead_letters"]]
+            values["settlements"] = [SettlementRecord(**item) for item in values["settlements"]]
+            return cls(**values)
+        except (KeyError, TypeError) as error:
+            raise StateError(
+                f"{source} is not a complete teardown state ({type(error).__name__}: {error}); "
+                "restore it from the exports bucket's previous object version or delete it"
+            ) from None
 
 
 class StateError(Exception):

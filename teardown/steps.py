@@ -54,11 +54,12 @@ from popstack.flags import (
 )
 from teardown import aws
 from teardown.bundle import json_bytes, read_manifest, verify, write_bundle
-from teardown.csvinput import FORMATS, LAYOUTS, CsvFormat, InputFile
+from teardown.csvinput import FORMATS, LAYOUTS, CsvFormat, InputFile, read_settlements
 from teardown.export import MANIFEST, ExportContext
 from teardown.state import (
     DeadLetterRecord,
     SettlementRecord,
+    StateError,
     StateStore,
     TeardownState,
     export_prefix,
@@ -170,6 +171,8 @@ class Teardown:
         self.monotonic = monotonic
         self._outputs: dict[str, Any] | None = None
         self._spec: EventSpec | None = None
+        # The manifest SHA-256 whose files this run read back from S3 and checked.
+        self._verified_manifest: str | None = None
 
     # Paths
 
@@ -210,6 +213,7 @@ class Teardown:
                 f"stack {self.stack} does not exist and no verified export was recorded for it; "
                 "check the stack name"
             )
+        self._check_options()
         if self.options.force_reason and state.force_reason != self.options.force_reason:
             state.force_reason = self.options.force_reason
             self.store.save(state)
@@ -228,6 +232,20 @@ class Teardown:
                 shutil.rmtree(self.inputs_dir, ignore_errors=True)
         return TeardownResult(state, already_torn_down=False)
 
+    def _check_options(self) -> None:
+        """Reject unknown formats and unreadable settlement reports before closing checkout."""
+        _csv_format(self.options.receipts_format)
+        files = []
+        for item in self.options.settlements:
+            if item.layout not in LAYOUTS:
+                raise TeardownError(
+                    f"settlement layout {item.layout!r} of {item.name} is unknown; "
+                    f"use one of {', '.join(LAYOUTS)}"
+                )
+            files.append(InputFile(item.name, item.data, _csv_format(item.format), item.layout))
+        if files:
+            read_settlements(files)
+
     def _load_state(self) -> TeardownState:
         bucket = self.options.exports_bucket
         event_id = self.options.event_id
@@ -238,6 +256,12 @@ class Teardown:
                 bucket = str(outputs["exportsBucket"])
                 event_id = str(outputs["eventId"])
         state = self.store.load(bucket, event_id)
+        if state is not None and event_id is not None and state.event_id != event_id:
+            raise StateError(
+                f"the teardown state for stack {self.stack} ({self.store.local_path}) belongs "
+                f"to event {state.event_id}, but the stack's event is {event_id}; move that "
+                "file away if the earlier event's teardown is finished"
+            )
         if state is not None:
             return state
         if bucket is None or event_id is None:
@@ -427,7 +451,12 @@ class Teardown:
         receipts_dir = self.inputs_dir / "receipts"
         shutil.rmtree(receipts_dir, ignore_errors=True)
         for receipt in receipts:
-            path = receipts_dir / receipt.name
+            path = receipts_dir / _receipt_path(receipt.name)
+            if path.exists() or any(parent.is_file() for parent in path.parents):
+                raise TeardownError(
+                    f"receipt object receipts/{receipt.name} collides with another receipt "
+                    "object used as a folder; rename one of them in the receipts bucket"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(receipt.data)
 
@@ -699,11 +728,32 @@ class Teardown:
         )
 
     def _require_verified(self, state: TeardownState, step: str) -> None:
+        """Refuse `step` unless the export in the bucket matches the recorded manifest now.
+
+        The recorded state alone is not trusted: a stale or edited state file must not
+        let revoke or destroy run, so every file is read back from S3 again.
+        """
         if not (state.done("upload") and state.verified):
             raise TeardownRefused(
                 f"step {step} needs a verified export, and none is recorded for stack "
                 f"{self.stack}; run teardown again so that step upload uploads and verifies it"
             )
+        if self._verified_manifest == state.manifest_sha256:
+            return
+        s3 = self.clients("s3")
+        prefix = export_prefix(state.event_id)
+
+        def read_back(name: str) -> bytes:
+            return aws.read_object(s3, state.exports_bucket, prefix + name)
+
+        result = verify(read_back, None, manifest_sha256=state.manifest_sha256)
+        if not result.ok:
+            raise TeardownRefused(
+                f"step {step} refused: the export in s3://{state.exports_bucket}/{prefix} no "
+                f"longer matches the verified manifest (sha256 {state.manifest_sha256}): "
+                f"{result}; restore the export or remove the teardown state to export again"
+            )
+        self._verified_manifest = state.manifest_sha256
 
     # Step 6
 
@@ -800,6 +850,17 @@ def _replace_count(letter: aws.DeadLetter, count: int) -> aws.DeadLetter:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _receipt_path(name: str) -> Path:
+    """Return a staff-uploaded receipt's key as a relative path inside the staging folder."""
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") for part in parts):
+        raise TeardownError(
+            f"receipt object key receipts/{name} has an empty, '.' or '..' path segment; "
+            "rename it in the receipts bucket to receipts/<location id>/<file>.csv"
+        )
+    return Path(*parts)
 
 
 def _csv_format(name: str) -> CsvFormat:

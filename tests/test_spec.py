@@ -569,3 +569,65 @@ def test_out_of_range_names_limit(tmp_path: Path) -> None:
     assert caught.value.problems[0].endswith(
         "popstack:peakRps: 9999999999 is out of range; use 1000000 or less"
     )
+
+
+def test_yaml_alias_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.alias.yaml"
+    path.write_text("config:\n  other:a: &a [1, 2]\n  other:b: *a\n", encoding="utf-8")
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    assert caught.value.problems == [
+        f"{path}:3: YAML alias *a: stack files take no aliases; write the value out in full"
+    ]
+
+
+def test_plain_kubeconfig_rejected(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, "config:\n", "config:\n  popstack:kubeconfig: plain-token\n")
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    assert caught.value.problems == [
+        f"{path}:3: popstack:kubeconfig: is in plain text; set it with "
+        "`pulumi config set --secret popstack:kubeconfig` so it is stored encrypted"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "problem"),
+    [
+        (
+            [{"sqs": "http://127.0.0.1:5000@sqs.eu-west-1.amazonaws.com"}],
+            "is true but aws:endpoints.sqs is "
+            "'http://127.0.0.1:5000@sqs.eu-west-1.amazonaws.com'; "
+            "an emulator stack may only use http://127.0.0.1:PORT",
+        ),
+        (
+            [{"s3": "http://127.0.0.1:5000"}],
+            "is true but aws:endpoints does not list cloudwatch, dynamodb, iam, lambda, "
+            "secretsmanager, sns, sqs, sts; point every service the stack uses at the emulator",
+        ),
+        (
+            ["http://127.0.0.1:5000"],
+            "is true but aws:endpoints has the entry "
+            "'http://127.0.0.1:5000', not a service: URL mapping",
+        ),
+    ],
+)
+def test_emulator_endpoints_must_be_local(endpoints: list, problem: str) -> None:
+    from components.spec import emulator_endpoint_problem
+
+    assert emulator_endpoint_problem(endpoints) == problem
+
+
+def test_id_with_trailing_newline_rejected(tmp_path: Path) -> None:
+    text = (SPECS / "valid.yaml").read_text(encoding="utf-8")
+    line = next(x for x in text.splitlines() if x.startswith("  popstack:id:"))
+    path = write_variant(tmp_path, line, line.replace(": ", ': "', 1) + '\\n"')
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    assert "is not a DNS-1123 label" in caught.value.problems[0]

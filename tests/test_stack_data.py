@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
 
-from components.spec import load_stack_file
-from popstack.mockrun import RecordedResource, record_program
+from components.spec import SpecError, load_stack_file
+from popstack.mockrun import RecordedResource
 
 # One test runs the program itself, and pulumi_aws submodules warn about their own
 # deprecated classes on first import.
@@ -240,11 +239,12 @@ def test_export_record_without_checksum_rejected(tmp_path: Path) -> None:
     # Only the record teardown writes (URI and SHA-256) may lift the protection.
     path = with_export_record(tmp_path, MANIFEST_URI)
 
-    with pytest.raises(pulumi.RunError) as caught:
-        record_program(load_stack_file(path))
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
 
-    assert str(caught.value) == (
-        "stacks/Pulumi.lisbon-verified.yaml: popstack:teardownVerifiedExport is "
-        f"'{MANIFEST_URI}', not s3://BUCKET/KEY#sha256=<64 hex digits>; only `popstack "
-        "teardown` sets it, so remove it with `pulumi config rm popstack:teardownVerifiedExport`"
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].endswith(
+        f"popstack:teardownVerifiedExport: '{MANIFEST_URI}' is not "
+        "s3://BUCKET/KEY#sha256=<64 hex digits>; only `popstack teardown` sets it, so remove "
+        "the key"
     )

@@ -499,3 +499,25 @@ def test_teardown_command_exit_codes(
         for text in (refused.output, done.output, again.output):
             parsed = json.loads(value)
             assert (parsed.get("token") or parsed["password"]) not in text
+
+
+@pytest.mark.parametrize("name", ["../escape.csv", "/abs.csv", "market//x.csv", "market/./x.csv"])
+def test_receipt_key_outside_staging_rejected(name: str) -> None:
+    from teardown.steps import TeardownError, _receipt_path
+
+    with pytest.raises(TeardownError, match="has an empty, '.' or '..' path segment"):
+        _receipt_path(name)
+
+
+def test_receipt_key_kept_as_relative_path() -> None:
+    from teardown.steps import _receipt_path
+
+    assert _receipt_path("market/day-1.csv") == Path("market", "day-1.csv")
+
+
+@pytest.mark.parametrize("data", [b"[]", b'"text"', b'{"format": 1}'])
+def test_state_of_wrong_shape_is_state_error(data: bytes) -> None:
+    from teardown.state import StateError, TeardownState
+
+    with pytest.raises(StateError, match="state"):
+        TeardownState.from_json(data, "teardown-state.json")

@@ -299,6 +299,32 @@ class DeployOutcome:
         return self.result.ok
 
 
+def _new_checkpoint(
+    stack: str,
+    operation: str,
+    revision: Any,
+    config: Any,
+    settings: Any,
+    state: Any,
+    created_at: datetime,
+    **fields: Any,
+) -> Checkpoint:
+    """Build a checkpoint of the stack's state and config at the program revision."""
+    return Checkpoint(
+        id=new_checkpoint_id(created_at, revision.revision),
+        stack=stack,
+        operation=operation,
+        created_at=created_at,
+        revision=revision.revision,
+        dirty=revision.dirty,
+        dirty_paths=list(revision.dirty_paths),
+        config=config,
+        stack_settings=settings,
+        state=state,
+        **fields,
+    )
+
+
 def deploy(
     stack: str,
     *,
@@ -325,19 +351,8 @@ def deploy(
             f"nothing was changed: {error}",
             EXIT_FAILED,
         ) from None
-    created_at = now()
-    checkpoint = Checkpoint(
-        id=new_checkpoint_id(created_at, revision.revision),
-        stack=stack,
-        operation=operation,
-        created_at=created_at,
-        revision=revision.revision,
-        dirty=revision.dirty,
-        dirty_paths=list(revision.dirty_paths),
-        config=config,
-        stack_settings=settings,
-        state=state,
-        rollback_of=rollback_of,
+    checkpoint = _new_checkpoint(
+        stack, operation, revision, config, settings, state, now(), rollback_of=rollback_of
     )
     try:
         store.save(checkpoint)
@@ -648,18 +663,14 @@ def _import_checkpoint_state(
         current = engine.export_state(stack) if engine.exists(stack) else None
     except EngineError as error:
         raise LifecycleError(f"could not export the current state: {error}", EXIT_FAILED) from None
-    created_at = now()
-    backup = Checkpoint(
-        id=new_checkpoint_id(created_at, revision.revision),
-        stack=stack,
-        operation="import-state",
-        created_at=created_at,
-        revision=revision.revision,
-        dirty=revision.dirty,
-        dirty_paths=list(revision.dirty_paths),
-        config=config,
-        stack_settings=settings,
-        state=current,
+    backup = _new_checkpoint(
+        stack,
+        "import-state",
+        revision,
+        config,
+        settings,
+        current,
+        now(),
         status=RECORDED,
         rollback_of=target.id,
         message=f"state before importing the state of checkpoint {target.id}",

@@ -27,7 +27,8 @@ import sys
 from popstack.plan import build_plan
 for path in sys.argv[1:]:
     plan = build_plan(path)
-    assert plan.resource_count > 0 and not plan.mandatory_failures, path
+    assert plan.resource_count > 0, path
+    assert not plan.mandatory_failures, path
 """
 
 

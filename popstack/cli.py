@@ -89,8 +89,9 @@ def validate(
 def load_all(stacks: list[str], report_valid: bool = False) -> list[StackFile]:
     """Load every stack file, printing each one's errors and placeholder warnings.
 
-    Exits with EXIT_BAD_INPUT after all files are read if any was invalid, so one
-    run reports every bad file; with `report_valid` the valid ones are listed too.
+    If any file is invalid, it exits with EXIT_BAD_INPUT only after reading all of
+    them, so one run reports every bad file. With `report_valid`, it also lists the
+    valid ones before exiting.
     """
     from popstack.scaffold import placeholder_keys
 

@@ -824,7 +824,7 @@ def merge_promotion(
 
     Per-environment keys keep the target's value. A secure value in the target is never
     replaced. A secure value of the source is copied, still encrypted, only when both
-    files use the same secrets provider and salt; otherwise its key goes to `blocked`.
+    files use the same secrets provider and salt. Otherwise its key goes to `blocked`.
     """
     source_config: CommentedMap = source["config"]
     merged = copy.deepcopy(target)

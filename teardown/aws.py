@@ -39,7 +39,7 @@ SECRET_KIND_TAG = "popstack:secret-kind"
 
 
 class TeardownAwsError(Exception):
-    """An AWS read or write of teardown that did not complete; the message says why."""
+    """An AWS read or write of teardown that failed; the message gives the reason."""
 
 
 class Clients:
@@ -158,9 +158,9 @@ def read_dead_letters(
 ) -> list[DeadLetter]:
     """Receive every message in the queue without deleting one, sorted by send time and id.
 
-    Each receive hides the messages for ``visibility_timeout`` seconds, so one pass sees
-    each message once; duplicates (a message that became visible again) are dropped
-    by id. The pass ends at the first empty receive. When ``expected_ids`` names
+    Each receive hides the messages for ``visibility_timeout`` seconds, so one pass
+    receives each message once. A message that became visible again and was received
+    twice is dropped by id. The pass ends at the first empty receive. When ``expected_ids`` names
     messages a previous run read and they are still hidden, receiving goes on until
     all of them arrived or ``deadline_seconds`` passed.
 
@@ -510,7 +510,7 @@ def metric_data(
 
 @dataclass(frozen=True)
 class Revocation:
-    """What revoking one secret did, with version ids and no value."""
+    """Record of one revoked secret: its ARN and version ids, never its value."""
 
     secret_arn: str
     already_deleted: bool

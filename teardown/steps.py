@@ -749,7 +749,7 @@ class Teardown:
         result = verify(read_back, None, manifest_sha256=state.manifest_sha256)
         if not result.ok:
             raise TeardownRefused(
-                f"step {step} refused: the export in s3://{state.exports_bucket}/{prefix} no "
+                f"step {step} rejected: the export in s3://{state.exports_bucket}/{prefix} no "
                 f"longer matches the verified manifest (sha256 {state.manifest_sha256}): "
                 f"{result}; restore the export or remove the teardown state to export again"
             )
@@ -895,7 +895,7 @@ def settlement_argument(text: str) -> SettlementInput:
 
 @dataclass(frozen=True)
 class TeardownOutcome:
-    """What a non-interactive teardown (such as `popstack expire --teardown`) reports."""
+    """Result of a non-interactive teardown, such as one run by `popstack expire --teardown`."""
 
     ok: bool
     message: str

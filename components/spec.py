@@ -53,6 +53,7 @@ IMAGE_REF = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi)?$")
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
@@ -162,6 +163,23 @@ class Window(_Model):
         return self.opens - timedelta(hours=self.pre_sync_hours)
 
 
+def pinned_image(value: str) -> str:
+    """Return an image reference that is pinned by tag or digest; raise ValueError if not."""
+    match = IMAGE_REF.fullmatch(value)
+    if not match:
+        raise ValueError(
+            f"{value!r} is not an image reference; "
+            "write registry/repository:tag or registry/repository@sha256:digest"
+        )
+    if match["tag"] is None and match["digest"] is None:
+        raise ValueError(f"{value!r} has no tag or digest; pin it, for example {value}:1.4.2")
+    if match["tag"] == "latest":
+        raise ValueError(
+            f"{value!r} uses the tag 'latest', which is rejected; pin a version tag or a digest"
+        )
+    return value
+
+
 class Location(_Model):
     id: Annotated[str, StringConstraints(pattern=DNS_LABEL.pattern, max_length=20)]
     name: Text
@@ -183,19 +201,7 @@ class Checkout(_Model):
     @field_validator("image")
     @classmethod
     def _pinned_image(cls, value: str) -> str:
-        match = IMAGE_REF.fullmatch(value)
-        if not match:
-            raise ValueError(
-                f"{value!r} is not an image reference; "
-                "write registry/repository:tag or registry/repository@sha256:digest"
-            )
-        if match["tag"] is None and match["digest"] is None:
-            raise ValueError(f"{value!r} has no tag or digest; pin it, for example {value}:1.4.2")
-        if match["tag"] == "latest":
-            raise ValueError(
-                f"{value!r} uses the tag 'latest', which is rejected; pin a version tag or a digest"
-            )
-        return value
+        return pinned_image(value)
 
     @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
     @classmethod
@@ -236,6 +242,70 @@ class Flags(_Model):
     offline_receipts_allowed: bool = True
     elevated_sampling: bool = False
     locations: dict[str, bool] = Field(default_factory=dict)
+    # How often the checkout service asks AppConfig for the flags, so the longest
+    # time a flip takes to reach it. AppConfig's data API refuses less than 15 s.
+    poll_interval_seconds: int = Field(default=15, ge=15, le=3600)
+
+
+class Inventory(_Model):
+    """The stock sync that runs in the pre-sync window before doors open."""
+
+    # Run in a Kubernetes Job in the event's namespace, with the event's
+    # configuration in its environment, as the checkout service has it.
+    pre_sync_command: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = (
+        Field(min_length=1, max_length=50)
+    )
+    # Default: the checkout image.
+    pre_sync_image: str | None = None
+
+    @field_validator("pre_sync_image")
+    @classmethod
+    def _pinned_image(cls, value: str | None) -> str | None:
+        return None if value is None else pinned_image(value)
+
+
+PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+class Contact(_Model):
+    """One row of the escalation matrix that the runbook prints."""
+
+    level: int = Field(ge=1, le=9)
+    name: Text
+    role: Text
+    # When on-site staff call this contact, in words they use.
+    when: Text
+    phone: str | None = None
+    email: str | None = None
+    chat: Text | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is not None and not PHONE.fullmatch(re.sub(r"[ ()-]", "", value)):
+            raise ValueError(
+                f"{value!r} is not an international phone number; write it with its country "
+                'code, as a quoted string such as "+351 912 345 678"'
+            )
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not EMAIL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Contact:
+        if self.phone is None and self.email is None and self.chat is None:
+            raise ValueError(f"{self.name} has no phone, email or chat; give at least one")
+        return self
+
+    @property
+    def phone_uri(self) -> str | None:
+        """The phone number as a tel: URI, which a phone dials when tapped."""
+        return None if self.phone is None else "tel:" + re.sub(r"[ ()-]", "", self.phone)
 
 
 class Secret(_Model):
@@ -262,7 +332,7 @@ class Alerts(_Model):
     def _one_target(self) -> Alerts:
         if (self.email is None) == (self.topic_arn is None):
             raise ValueError("set exactly one of email or topicArn")
-        if self.email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.email):
+        if self.email is not None and not EMAIL.fullmatch(self.email):
             raise ValueError(f"{self.email!r} is not an email address")
         if self.topic_arn is not None and not self.topic_arn.startswith("arn:aws:sns:"):
             raise ValueError(f"{self.topic_arn!r} is not an SNS topic ARN (arn:aws:sns:...)")
@@ -311,6 +381,8 @@ class EventSpec(_Model):
     flags: Flags = Flags()
     secrets: list[Secret] = Field(default_factory=list)
     alerts: Alerts
+    inventory: Inventory
+    escalation: list[Contact] = Field(min_length=1, max_length=20)
     cluster: Cluster
     exports: Exports = Exports()
     # True only for a stack aimed at a local AWS emulator (moto server); it leaves

@@ -697,6 +697,7 @@ def _import_checkpoint_state(
 #   need different ids, and changing a deployed stack's id replaces every resource.
 # - cluster: the Kubernetes cluster, its OIDC provider, VPC and subnets of that account.
 # - alerts: who is paged differs (a staging channel, the production on-call).
+# - escalation: likewise the people on-site staff call; a staging rehearsal has its own.
 # - kubeconfig: the secret credentials of that cluster.
 # - emulator: only a stack aimed at a local emulator sets it.
 # - teardownVerifiedExport: written by teardown of that stack once its export is verified.
@@ -704,6 +705,7 @@ PER_ENVIRONMENT_KEYS = (
     "popstack:id",
     "popstack:cluster",
     "popstack:alerts",
+    "popstack:escalation",
     "popstack:kubeconfig",
     "popstack:emulator",
     "popstack:teardownVerifiedExport",

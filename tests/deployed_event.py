@@ -78,6 +78,14 @@ config:
       rotationDays: 30
   popstack:alerts:
     email: ops@example.com
+  popstack:inventory:
+    preSyncCommand: ["/app/bin/inventory-sync"]
+  popstack:escalation:
+    - level: 1
+      name: Duty manager
+      role: Store operations
+      when: A till or terminal fails
+      phone: "+351 210 000 001"
   popstack:cluster:
     oidcProviderArn: arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/T
     oidcIssuer: oidc.eks.us-east-1.amazonaws.com/id/T

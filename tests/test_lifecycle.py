@@ -97,6 +97,14 @@ config:
       rotationDays: 7
   popstack:alerts:
     email: staging-alerts@example.com
+  popstack:inventory:
+    preSyncCommand: ["/app/bin/inventory-sync"]
+  popstack:escalation:
+    - level: 1
+      name: Duty manager
+      role: Store operations
+      when: A till or terminal fails
+      phone: "+351 210 000 001"
   popstack:cluster:
     context: retail-eks-staging
     oidcProviderArn: arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/5A
@@ -146,6 +154,14 @@ config:
   # On-call for production is the retail rota.
   popstack:alerts:
     email: oncall-retail@example.com
+  popstack:inventory:
+    preSyncCommand: ["/app/bin/inventory-sync"]
+  popstack:escalation:
+    - level: 1
+      name: Duty manager
+      role: Store operations
+      when: A till or terminal fails
+      phone: "+351 210 000 001"
   popstack:cluster:
     context: retail-eks-prod
     oidcProviderArn: arn:aws:iam::444455556666:oidc-provider/oidc.eks.eu-west-3.amazonaws.com/id/9
@@ -1020,6 +1036,11 @@ def event_file(event_id: str, closes: datetime, grace_hours: int) -> str:
             "    image: ghcr.io/example/checkout:1.0.0",
             "  popstack:alerts:",
             "    email: alerts@example.com",
+            "  popstack:inventory:",
+            '    preSyncCommand: ["/app/bin/inventory-sync"]',
+            "  popstack:escalation:",
+            "    - {level: 1, name: Duty manager, role: Store operations, when: A till fails,",
+            '       phone: "+351 210 000 001"}',
             "  popstack:cluster:",
             "    oidcProviderArn: arn:aws:iam::111122223333:oidc-provider/x",
             "    oidcIssuer: x",

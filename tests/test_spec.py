@@ -325,6 +325,20 @@ def flat_config(**overrides: str) -> dict[str, str]:
         ),
         "popstack:secrets": json.dumps([{"name": "payment-webhook", "rotationDays": 7}]),
         "popstack:alerts": json.dumps({"email": "oncall@example.com"}),
+        "popstack:inventory": json.dumps(
+            {"preSyncCommand": ["/app/bin/inventory-sync", "--all-locations"]}
+        ),
+        "popstack:escalation": json.dumps(
+            [
+                {
+                    "level": 1,
+                    "name": "Duty manager",
+                    "role": "Store operations",
+                    "when": "A till or terminal fails",
+                    "phone": "+351 210 000 001",
+                }
+            ]
+        ),
         "popstack:cluster": json.dumps(
             {
                 "oidcProviderArn": "arn:aws:iam::111122223333:oidc-provider/"
@@ -539,6 +553,9 @@ def test_new_placeholders_are_reported(tmp_path: Path) -> None:
         "popstack:cluster.oidcIssuer",
         "popstack:cluster.vpcId",
         "popstack:cluster.subnetIds[0]",
+        "popstack:escalation[0].name",
+        "popstack:escalation[1].name",
+        "popstack:inventory.preSyncCommand[0]",
     ]
 
 

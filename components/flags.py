@@ -1,7 +1,15 @@
 """Feature flags that act as kill switches, held in AWS AppConfig.
 
-Flags are flipped during the event without a deploy (`popstack flag`); the
+Flags are flipped during the event without a deploy (`popstack flags set`); the
 checkout service polls the profile through the AppConfig data API.
+
+The program owns the flag schema and the initial values; operators own the live
+values. So the program writes the initial hosted version once and ignores later
+changes to its content, and the initial deployment ignores later changes to the
+version it deploys: a `pulumi up` after operators flipped flags, or after the stack
+file's initial values changed, writes and deploys nothing. A changed schema (a
+location added or removed) reaches AppConfig through `popstack up`, which runs
+`popstack flags sync` after a successful update (popstack/flags.py).
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ class FeatureFlags(pulumi.ComponentResource):
             content_type="application/json",
             content=json.dumps(flag_document(context.spec), sort_keys=True),
             description="Initial flag values from the stack file",
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["content", "description"]),
         )
 
         self.environment: aws.appconfig.Environment | None = None
@@ -137,7 +145,9 @@ class FeatureFlags(pulumi.ComponentResource):
             deployment_strategy_id=self.strategy.id,
             description="Deploy the initial flag values",
             tags=context.tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["configurationVersion", "description"]
+            ),
         )
 
         self.register_outputs(

@@ -117,6 +117,8 @@ class Checkpoint:
     deployed_state: dict[str, Any] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     rollback_of: str | None = None
+    # Set when the update broke the change freeze: {"reason": ..., "operator": ...}.
+    emergency: dict[str, str] | None = None
 
     @property
     def secret_keys(self) -> list[str]:
@@ -141,6 +143,7 @@ class Checkpoint:
                 "dirtyPaths": list(self.dirty_paths),
             },
             "rollbackOf": self.rollback_of,
+            "emergency": self.emergency,
             "stackSettings": dict(self.stack_settings),
             "config": self.config,
             "secretKeys": self.secret_keys,
@@ -195,6 +198,7 @@ class Checkpoint:
             deployed_state=data.get("deployedState"),
             outputs=dict(data.get("outputs") or {}),
             rollback_of=data.get("rollbackOf"),
+            emergency=data.get("emergency"),
         )
 
 

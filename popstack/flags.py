@@ -1,283 +1,137 @@
-"""Kill-switch flips through AWS AppConfig, without a deploy.
+"""Operator side of the kill switches: parse `KEY=VALUE`, name the operator, sync the schema.
 
-A flip reads the profile's latest hosted configuration version, changes one flag's
-``enabled`` value, stores the result as a new hosted version and starts a deployment
-of it with the stack's all-at-once strategy. `popstack flag` and teardown's first step
-(closing checkout) both use ``flip``.
+The AppConfig reads and writes live in ``lambdas.flagstore``, which the stack's
+calendar Lambda shares.
 
-Every hosted version popstack creates carries a version label from ``POPSTACK_LABELS``,
-so teardown can find and delete them before `pulumi destroy`. AppConfig rejects deleting
-a configuration profile that still has hosted versions, and only the initial version
-belongs to the Pulumi program.
-
-The AppConfig calls are split over two clients, which are the same client in
-production. ``content_client`` creates, reads and deletes hosted versions;
-``control_client`` lists hosted versions and starts and lists deployments. moto 5.2
-implements only the first group, so tests send the second group to botocore's Stubber.
+Who owns what: the Pulumi program owns the flag schema (which flags exist, their
+names and descriptions) and their initial values; operators own the live values.
+The program writes only the initial hosted version and ignores later changes to it
+(components/flags.py), so `pulumi up` never deploys the stack file's values over an
+operator's flip. When the schema changes (a location added or removed),
+`schema_update` carries the live values over into a document with the new schema,
+and `popstack up` writes it as a new version after a successful update.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import difflib
+import getpass
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-LABEL_FLAG = "popstack-flag"
-LABEL_TEARDOWN = "popstack-teardown"
-POPSTACK_LABELS = (LABEL_FLAG, LABEL_TEARDOWN)
-CONTENT_TYPE = "application/json"
-STATES = {"on": True, "off": False}
+from lambdas.flagstore import FlagError, flag_names, flag_values
+
+TRUE_WORDS = ("on", "true", "yes", "1")
+FALSE_WORDS = ("off", "false", "no", "0")
+MAX_REASON = 500
+NO_REASON = "no reason given"
+OPERATOR_VARIABLE = "POPSTACK_OPERATOR"
 
 
-class FlagError(Exception):
-    """A flag flip that cannot go ahead; the message names the value and the fix."""
+def parse_value(flag: str, text: str) -> bool:
+    """Parse one flag's new value; raise FlagError naming the accepted words."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise FlagError(
+        f"{flag}={text}: {flag} is an on/off switch; write {flag}=on or {flag}=off "
+        f"(accepted: {', '.join(TRUE_WORDS)} / {', '.join(FALSE_WORDS)})"
+    )
 
 
-@dataclass(frozen=True)
-class FlagTarget:
-    """The AppConfig ids of one stack's kill switches, read from its stack outputs.
+def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, bool]:
+    """Parse `KEY=VALUE` arguments against the stack's flag keys.
 
-    ``environment_id`` and ``strategy_id`` are None for an emulator stack, which has
-    no AppConfig environment (moto does not implement them).
+    Every problem is collected, so one run names each bad argument; the error lists
+    the valid keys.
     """
-
-    application_id: str
-    profile_id: str
-    environment_id: str | None = None
-    strategy_id: str | None = None
-
-    @classmethod
-    def from_outputs(cls, outputs: Mapping[str, Any]) -> FlagTarget:
-        """Build the target from the `flags*Id` stack outputs."""
-        missing = [key for key in ("flagsApplicationId", "flagsProfileId") if not outputs.get(key)]
-        if missing:
-            raise FlagError(
-                f"stack output {', '.join(missing)} is missing; run `pulumi up` for the "
-                "stack so its AppConfig profile exists"
-            )
-        return cls(
-            application_id=str(outputs["flagsApplicationId"]),
-            profile_id=str(outputs["flagsProfileId"]),
-            environment_id=_optional(outputs.get("flagsEnvironmentId")),
-            strategy_id=_optional(outputs.get("flagsStrategyId")),
-        )
-
-
-def _optional(value: Any) -> str | None:
-    return str(value) if value else None
-
-
-@dataclass(frozen=True)
-class HostedVersion:
-    """One hosted configuration version and its parsed feature-flag document."""
-
-    number: int
-    label: str | None
-    description: str | None
-    document: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class FlipResult:
-    """The outcome of a flip: the flag's old and new value, the new version and deployment."""
-
-    flag: str
-    old: bool
-    new: bool
-    base_version: int
-    version: int | None
-    deployment: int | None
-    deployment_state: str | None
-
-    @property
-    def changed(self) -> bool:
-        return self.old != self.new
-
-
-class FlagStore:
-    """AppConfig reads and writes for one stack's flag profile."""
-
-    def __init__(self, target: FlagTarget, content_client: Any, control_client: Any = None):
-        self.target = target
-        self.content = content_client
-        self.control = control_client if control_client is not None else content_client
-
-    def version_summaries(self) -> list[dict[str, Any]]:
-        """Return every hosted version's summary (no content), lowest number first."""
-        paginator = self.control.get_paginator("list_hosted_configuration_versions")
-        items: list[dict[str, Any]] = []
-        pages = paginator.paginate(
-            ApplicationId=self.target.application_id,
-            ConfigurationProfileId=self.target.profile_id,
-        )
-        for page in pages:
-            items.extend(page.get("Items", []))
-        return sorted(items, key=lambda item: item["VersionNumber"])
-
-    def read(self, number: int) -> HostedVersion:
-        """Read one hosted version and parse its JSON document."""
-        response = self.content.get_hosted_configuration_version(
-            ApplicationId=self.target.application_id,
-            ConfigurationProfileId=self.target.profile_id,
-            VersionNumber=number,
-        )
-        raw = response["Content"].read()
+    if not items:
+        raise FlagError("no flag given; write KEY=on or KEY=off, for example checkout_enabled=off")
+    problems: list[str] = []
+    values: dict[str, bool] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"{item!r} is not KEY=VALUE; write for example checkout_enabled=off")
+            continue
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{key!r} is not a flag of this stack{hint}")
+            continue
+        if key in values:
+            problems.append(f"{key} is given more than once; give each flag once")
+            continue
         try:
-            document = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise FlagError(
-                f"hosted configuration version {number} is not JSON ({error}); create a "
-                "valid feature-flag document with `popstack flag` or the AppConfig console"
-            ) from None
-        return HostedVersion(
-            number=number,
-            label=response.get("VersionLabel"),
-            description=response.get("Description"),
-            document=document,
+            values[key] = parse_value(key, text)
+        except FlagError as error:
+            problems.append(str(error))
+    if problems:
+        problems.append("valid flags: " + ", ".join(valid))
+        raise FlagError("\n".join(problems))
+    return values
+
+
+def check_reason(reason: str | None) -> str:
+    """Return the reason for a change, "no reason given" if none; raise FlagError if too long."""
+    text = " ".join((reason or "").split())
+    if not text:
+        return NO_REASON
+    if len(text) > MAX_REASON:
+        raise FlagError(
+            f"--reason is {len(text)} characters; keep it to {MAX_REASON}, and put the "
+            "details in the incident channel"
         )
-
-    def latest(self) -> HostedVersion:
-        """Read the hosted version with the highest number."""
-        summaries = self.version_summaries()
-        if not summaries:
-            raise FlagError(
-                f"AppConfig profile {self.target.profile_id} has no hosted configuration "
-                "version; run `pulumi up` for the stack, which creates the initial one"
-            )
-        return self.read(summaries[-1]["VersionNumber"])
-
-    def create(self, document: Mapping[str, Any], label: str, description: str) -> int:
-        """Store ``document`` as a new hosted version and return its number."""
-        response = self.content.create_hosted_configuration_version(
-            ApplicationId=self.target.application_id,
-            ConfigurationProfileId=self.target.profile_id,
-            Content=serialise(document),
-            ContentType=CONTENT_TYPE,
-            VersionLabel=label,
-            Description=description,
-        )
-        return int(response["VersionNumber"])
-
-    def deploy(self, version: int, description: str) -> tuple[int, str] | None:
-        """Start an all-at-once deployment of ``version``; return its number and state.
-
-        Returns None when the stack has no AppConfig environment (an emulator stack).
-        """
-        if self.target.environment_id is None or self.target.strategy_id is None:
-            return None
-        try:
-            response = self.control.start_deployment(
-                ApplicationId=self.target.application_id,
-                EnvironmentId=self.target.environment_id,
-                DeploymentStrategyId=self.target.strategy_id,
-                ConfigurationProfileId=self.target.profile_id,
-                ConfigurationVersion=str(version),
-                Description=description,
-            )
-        except self.control.exceptions.ConflictException as error:
-            raise FlagError(
-                f"AppConfig rejected the deployment of version {version} because another "
-                f"deployment to environment {self.target.environment_id} is in progress "
-                f"({error.response['Error'].get('Message', '')}); wait for it to finish and "
-                "run the command again"
-            ) from None
-        return int(response["DeploymentNumber"]), str(response["State"])
-
-    def deployments(self) -> list[dict[str, Any]]:
-        """Return this profile's deployments to the stack's environment, oldest first."""
-        if self.target.environment_id is None:
-            return []
-        paginator = self.control.get_paginator("list_deployments")
-        items: list[dict[str, Any]] = []
-        pages = paginator.paginate(
-            ApplicationId=self.target.application_id,
-            EnvironmentId=self.target.environment_id,
-        )
-        for page in pages:
-            items.extend(page.get("Items", []))
-        mine = [
-            item
-            for item in items
-            if item.get("ConfigurationProfileId") in (None, self.target.profile_id)
-        ]
-        return sorted(mine, key=lambda item: item["DeploymentNumber"])
-
-    def delete(self, number: int) -> None:
-        """Delete one hosted version."""
-        self.content.delete_hosted_configuration_version(
-            ApplicationId=self.target.application_id,
-            ConfigurationProfileId=self.target.profile_id,
-            VersionNumber=number,
-        )
+    return text
 
 
-def serialise(document: Mapping[str, Any]) -> bytes:
-    """Encode a flag document the way the Pulumi program writes the initial version."""
-    return json.dumps(document, sort_keys=True).encode("utf-8")
-
-
-def flag_names(document: Mapping[str, Any]) -> list[str]:
-    """Return the flag keys of a feature-flag document, sorted."""
-    flags = document.get("flags")
-    if not isinstance(flags, Mapping):
-        return []
-    return sorted(flags)
-
-
-def flag_value(document: Mapping[str, Any], flag: str) -> bool:
-    """Return a flag's ``enabled`` value; raise FlagError naming the known flags if absent."""
-    names = flag_names(document)
-    if flag not in names:
-        known = ", ".join(names) if names else "none"
-        raise FlagError(f"flag {flag!r} is not in the stack's flag document; known flags: {known}")
-    value = (document.get("values") or {}).get(flag, {})
-    return bool(value.get("enabled", False))
-
-
-def with_flag(document: Mapping[str, Any], flag: str, enabled: bool) -> dict[str, Any]:
-    """Return a copy of ``document`` with one flag's ``enabled`` value set."""
-    flag_value(document, flag)
-    updated = copy.deepcopy(dict(document))
-    values = updated.setdefault("values", {})
-    entry = dict(values.get(flag) or {})
-    entry["enabled"] = enabled
-    values[flag] = entry
-    return updated
-
-
-def parse_state(text: str) -> bool:
-    """Parse `on` or `off` into the flag's ``enabled`` value."""
+def operator_name(environ: Mapping[str, str] = os.environ) -> str:
+    """Return the name of the person changing flags: $POPSTACK_OPERATOR, else the login."""
+    named = environ.get(OPERATOR_VARIABLE, "").strip()
+    if named:
+        return named
     try:
-        return STATES[text.strip().lower()]
-    except KeyError:
-        raise FlagError(f"flag state {text!r} is invalid; use on or off") from None
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
-def flip(
-    store: FlagStore,
-    flag: str,
-    enabled: bool,
-    *,
-    label: str = LABEL_FLAG,
-    description: str | None = None,
-) -> FlipResult:
-    """Set one flag in a new hosted version and deploy it all at once.
+def actor(sts_client: Any, environ: Mapping[str, str] = os.environ) -> str:
+    """Return who is acting: the operator's name and the AWS identity the CLI runs as."""
+    name = operator_name(environ)
+    try:
+        arn = sts_client.get_caller_identity()["Arn"]
+    except Exception as error:  # noqa: BLE001 - the name alone still identifies the operator
+        return f"{name} (AWS identity unknown: {type(error).__name__})"
+    return f"{name} ({arn})"
 
-    When the latest version already has the requested value, nothing is created or
-    deployed and the result's ``version`` is None.
+
+def schema_update(
+    live: Mapping[str, Any], program: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str], list[str]] | None:
+    """Return the program's schema with the live values, or None if the schema is unchanged.
+
+    Flags the live document has keep their live values; flags new in the program start
+    with the program's initial values; flags the program no longer has are dropped.
+    Returns the new document with the added and removed flag keys.
     """
-    latest = store.latest()
-    old = flag_value(latest.document, flag)
-    if old == enabled:
-        return FlipResult(flag, old, enabled, latest.number, None, None, None)
-    text = description or f"{flag} {state_name(old)} -> {state_name(enabled)}"
-    version = store.create(with_flag(latest.document, flag, enabled), label, text)
-    deployment = store.deploy(version, text)
-    number, state = deployment if deployment else (None, None)
-    return FlipResult(flag, old, enabled, latest.number, version, number, state)
-
-
-def state_name(enabled: bool) -> str:
-    return "on" if enabled else "off"
+    live_names = flag_names(live)
+    program_names = flag_names(program)
+    if live_names == program_names and live.get("flags") == program.get("flags"):
+        return None
+    live_values = flag_values(live)
+    document = {
+        "version": program.get("version", "1"),
+        "flags": dict(program["flags"]),
+        "values": {
+            name: {"enabled": live_values.get(name, bool(program["values"][name]["enabled"]))}
+            for name in program_names
+        },
+    }
+    added = [name for name in program_names if name not in live_names]
+    removed = [name for name in live_names if name not in program_names]
+    return document, added, removed

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from components.spec import Flags, SpecError, load_stack_file
+from components.spec import Flags, SpecError, Window, load_stack_file
 from popstack.checkpoints import (
     FAILED,
     GOOD,
@@ -52,12 +52,14 @@ from popstack.engine import (
     stack_file_path,
     write_stack_document,
 )
+from popstack.freeze import Emergency, FreezeError, check_freeze, checkpoint_window
 from popstack.plan import Plan, build_plan
 from popstack.scaffold import placeholder_keys
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_POLICY = 3
+EXIT_REFUSED = 4
 
 # Top-level keys of a stack file that record how its secure values are encrypted.
 STACK_SETTINGS_KEYS = ("secretsprovider", "encryptedkey", "encryptionsalt")
@@ -336,6 +338,7 @@ def deploy(
     now: Clock = utc_now,
     revision: ProgramRevision | None = None,
     rollback_of: str | None = None,
+    emergency: Emergency | None = None,
 ) -> DeployOutcome:
     """Save a checkpoint, run `up`, and mark the checkpoint good or failed.
 
@@ -352,7 +355,15 @@ def deploy(
             EXIT_FAILED,
         ) from None
     checkpoint = _new_checkpoint(
-        stack, operation, revision, config, settings, state, now(), rollback_of=rollback_of
+        stack,
+        operation,
+        revision,
+        config,
+        settings,
+        state,
+        now(),
+        rollback_of=rollback_of,
+        emergency=None if emergency is None else emergency.to_json(),
     )
     try:
         store.save(checkpoint)
@@ -429,9 +440,12 @@ def run_up(
     approval: Approval,
     on_output: OnOutput | None = None,
     now: Clock = utc_now,
+    emergency: Emergency | None = None,
 ) -> UpOutcome:
-    """Plan and policy-check the stack file offline, ask, then run a checkpointed update."""
+    """Check the change freeze, plan and policy-check the stack file offline, ask, then
+    run a checkpointed update."""
     path = stack_file_path(project_dir, stack)
+    emergency = enforce_freeze(stack, [path], store, now(), emergency)
     plan = plan_stack(path, shown_path=path.relative_to(project_dir))
     preview = None
     if not approval.yes:
@@ -459,8 +473,39 @@ def run_up(
         operation="up",
         on_output=on_output,
         now=now,
+        emergency=emergency,
     )
     return UpOutcome(plan=plan, deploy=outcome, preview=preview)
+
+
+def enforce_freeze(
+    stack: str,
+    paths: list[Path],
+    store: CheckpointStore,
+    now: datetime,
+    emergency: Emergency | None,
+    extra: list[tuple[str, Window]] | None = None,
+) -> Emergency | None:
+    """Raise LifecycleError (exit 4) if doors are open and this is no declared emergency.
+
+    The windows come from the given stack files and from the stack's last good
+    checkpoint. Returns the emergency if it broke a freeze in force, else None.
+    """
+    windows = list(extra or [])
+    for path in paths:
+        try:
+            windows.append((path.name, load_stack_file(path).spec.window))
+        except SpecError:
+            continue  # The plan reports the file's problems.
+    good = latest_good(store, stack)
+    if good is not None:
+        window = checkpoint_window(good.config)
+        if window is not None:
+            windows.append((f"deployed with checkpoint {good.id}", window))
+    try:
+        return check_freeze(stack, windows, now, emergency)
+    except FreezeError as error:
+        raise LifecycleError(str(error), EXIT_REFUSED) from None
 
 
 # --- rollback ----------------------------------------------------------------------------
@@ -590,14 +635,16 @@ def run_rollback(
     import_state: bool = False,
     on_output: OnOutput | None = None,
     now: Clock = utc_now,
+    emergency: Emergency | None = None,
 ) -> RollbackOutcome:
     """Return the stack to a good checkpoint.
 
     By default this redeploys the checkpoint's program revision from a temporary git
     worktree with the checkpoint's config, so resources change through the normal
-    update path. The feature flags roll back with it, because their initial version
-    comes from that config. `import_state` instead replaces the backend's state with
-    the state recorded after that checkpoint's update, and changes no cloud resource.
+    update path. The live flag values stay as operators set them (popstack.flags).
+    `import_state` instead replaces the backend's state with the state recorded after
+    that checkpoint's update, and changes no cloud resource, so the change freeze does
+    not hold it back.
 
     The offline plan does not run again: it would run this checkout's components rather
     than the checkpoint revision's, and that revision and config deployed successfully.
@@ -614,6 +661,16 @@ def run_rollback(
             now=now,
         )
 
+    emergency = enforce_freeze(
+        stack,
+        [stack_file_path(project_dir, stack)],
+        store,
+        now(),
+        emergency,
+        extra=[(f"checkpoint {target.id}", window)]
+        if (window := checkpoint_window(target.config))
+        else [],
+    )
     approval.require(
         f"Redeploy stack {stack} from checkpoint {target.id} (revision {target.revision[:12]}, "
         f"deployed {target.created_at:%Y-%m-%d %H:%M} UTC) with that checkpoint's config?"
@@ -631,6 +688,7 @@ def run_rollback(
             now=now,
             revision=revision,
             rollback_of=target.id,
+            emergency=emergency,
         )
     return RollbackOutcome(target=target, deploy=outcome)
 
@@ -972,6 +1030,25 @@ def prepare_promotion(
     return promotion
 
 
+def check_promotion_freeze(
+    promotion: Promotion,
+    project_dir: Path,
+    store: CheckpointStore,
+    emergency: Emergency | None,
+    now: Clock = utc_now,
+) -> Emergency | None:
+    """Apply the change freeze to a promotion, with the target's and the promoted window."""
+    promoted = (
+        [("the promoted spec", promotion.plan.stack_file.spec.window)]
+        if promotion.plan is not None
+        else []
+    )
+    target_path = stack_file_path(project_dir, promotion.target_stack)
+    return enforce_freeze(
+        promotion.target_stack, [target_path], store, now(), emergency, extra=promoted
+    )
+
+
 def apply_promotion(
     promotion: Promotion,
     *,
@@ -980,8 +1057,11 @@ def apply_promotion(
     store: CheckpointStore,
     on_output: OnOutput | None = None,
     now: Clock = utc_now,
+    emergency: Emergency | None = None,
 ) -> DeployOutcome:
-    """Write the promoted stack file and run a checkpointed update of the target stack."""
+    """Check the target's change freeze, write the promoted stack file and run a
+    checkpointed update of the target stack."""
+    emergency = check_promotion_freeze(promotion, project_dir, store, emergency, now)
     write_stack_document(stack_file_path(project_dir, promotion.target_stack), promotion.document)
     return deploy(
         promotion.target_stack,
@@ -991,6 +1071,7 @@ def apply_promotion(
         operation="promote",
         on_output=on_output,
         now=now,
+        emergency=emergency,
     )
 
 

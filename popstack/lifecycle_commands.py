@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from components.spec import EventSpec
 from popstack.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -30,6 +31,8 @@ from popstack.checkpoints import (
     open_store,
 )
 from popstack.engine import AutomationEngine, Engine, EngineError
+from popstack.flags import operator_name
+from popstack.freeze import Emergency, FreezeError, emergency_from_options
 from popstack.lifecycle import (
     BUCKET_ORDER,
     EXIT_BAD_INPUT,
@@ -43,6 +46,7 @@ from popstack.lifecycle import (
     LifecycleError,
     Promotion,
     apply_promotion,
+    check_promotion_freeze,
     find_project_dir,
     format_summary,
     list_deadlines,
@@ -77,6 +81,21 @@ YesOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")
+]
+EmergencyOption = Annotated[
+    bool,
+    typer.Option(
+        "--emergency",
+        help="Update although doors are open (the change freeze); needs --reason.",
+    ),
+]
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        metavar="TEXT",
+        help="Why an --emergency update cannot wait; kept in the checkpoint.",
+    ),
 ]
 StoreOption = Annotated[
     str | None,
@@ -131,6 +150,13 @@ def _approval(yes: bool) -> Approval:
     return Approval(yes=yes, ask=_ask)
 
 
+def _emergency(emergency: bool, reason: str | None) -> Emergency | None:
+    try:
+        return emergency_from_options(emergency, reason, operator_name())
+    except FreezeError as error:
+        raise LifecycleError(str(error), EXIT_BAD_INPUT) from None
+
+
 def _run(command: str, output: _Output, action: Callable[[], tuple[dict[str, Any], int]]) -> None:
     """Run a command body, print its JSON result, and exit with its code.
 
@@ -161,6 +187,45 @@ def _checkpoint_json(checkpoint: Checkpoint, store: CheckpointStore) -> dict[str
         "dirty": checkpoint.dirty,
         "location": store.location,
     }
+
+
+def make_flag_store(outputs: dict[str, Any]) -> Any:
+    """Return the FlagStore of a deployed stack; tests replace this to use moto."""
+    from lambdas.flagstore import FlagStore, FlagTarget
+    from teardown.aws import Clients
+
+    clients = Clients()
+    return FlagStore(
+        FlagTarget.from_outputs(outputs), clients("appconfig"), clients("appconfig-control")
+    )
+
+
+def _sync_flag_schema(stack: str, outcome: DeployOutcome, spec: EventSpec) -> dict[str, Any]:
+    """After a good update, bring AppConfig to the stack file's flag schema.
+
+    Never fails the command: the update itself succeeded, so a problem here becomes a
+    warning that names `popstack flags sync`. Skipped when the outputs name no flag
+    profile.
+    """
+    outputs = outcome.result.outputs
+    if not outcome.ok or not outputs.get("flagsProfileId"):
+        return {"synced": False}
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from lambdas.flagstore import FlagError
+    from popstack.flag_commands import sync_schema
+
+    try:
+        version, added, removed = sync_schema(
+            make_flag_store(outputs), spec, f"popstack up ({operator_name()})"
+        )
+    except (FlagError, ClientError, BotoCoreError) as error:
+        outcome.warnings.append(
+            f"the flag schema was not brought up to date ({error}); run "
+            f"`popstack flags sync {stack}`"
+        )
+        return {"synced": False}
+    return {"synced": True, "version": version or None, "added": added, "removed": removed}
 
 
 def _report_deploy(
@@ -220,12 +285,18 @@ def up_command(
     yes: YesOption = False,
     as_json: JsonOption = False,
     checkpoint_store: StoreOption = None,
+    emergency: EmergencyOption = False,
+    reason: ReasonOption = None,
 ) -> None:
-    """Plan and policy-check offline, save a checkpoint, then deploy with `pulumi up`."""
+    """Plan and policy-check offline, save a checkpoint, then deploy with `pulumi up`.
+
+    Refused while doors are open (the change freeze) unless --emergency --reason.
+    """
     output = _Output(as_json)
 
     def action() -> tuple[dict[str, Any], int]:
         check_stack_name(stack)
+        declared = _emergency(emergency, reason)
         project_dir = find_project_dir(Path.cwd())
         store = open_store(checkpoint_store, project_dir)
         outcome = run_up(
@@ -235,8 +306,11 @@ def up_command(
             store=store,
             approval=_approval(yes),
             on_output=output.progress,
+            emergency=declared,
         )
+        schema = _sync_flag_schema(stack, outcome.deploy, outcome.plan.stack_file.spec)
         payload, code = _report_deploy(stack, outcome.deploy, store, checkpoint_store, output)
+        payload["flagSchema"] = schema
         payload["plan"] = {
             "resourceCount": outcome.plan.resource_count,
             "policies": [result.to_json() for result in outcome.plan.policy_results],
@@ -263,12 +337,18 @@ def rollback_command(
     yes: YesOption = False,
     as_json: JsonOption = False,
     checkpoint_store: StoreOption = None,
+    emergency: EmergencyOption = False,
+    reason: ReasonOption = None,
 ) -> None:
-    """Return a stack to a good checkpoint by redeploying its revision and config."""
+    """Return a stack to a good checkpoint by redeploying its revision and config.
+
+    A redeploy is refused while doors are open unless --emergency --reason.
+    """
     output = _Output(as_json)
 
     def action() -> tuple[dict[str, Any], int]:
         check_stack_name(stack)
+        declared = _emergency(emergency, reason)
         if to is not None:
             check_checkpoint_id(to)
         project_dir = find_project_dir(Path.cwd())
@@ -283,6 +363,7 @@ def rollback_command(
             to=to,
             import_state=import_state,
             on_output=output.progress,
+            emergency=declared,
         )
 
         target = outcome.target
@@ -329,24 +410,29 @@ def promote_command(
     yes: YesOption = False,
     as_json: JsonOption = False,
     checkpoint_store: StoreOption = None,
+    emergency: EmergencyOption = False,
+    reason: ReasonOption = None,
 ) -> None:
     """Copy the committed event spec of FROM into TO's stack file and deploy TO.
 
     Per-environment keys (aws:*, kubernetes:*, popstack:id, cluster, alerts, kubeconfig,
     emulator, teardownVerifiedExport) keep TO's values; secure values are never copied
-    in plain text.
+    in plain text. Refused while TO's doors are open unless --emergency --reason.
     """
     output = _Output(as_json)
 
     def action() -> tuple[dict[str, Any], int]:
         check_stack_name(source)
         check_stack_name(target)
+        declared = _emergency(emergency, reason)
         project_dir = find_project_dir(Path.cwd())
         store = open_store(checkpoint_store, project_dir)
         promotion = prepare_promotion(
             source, target, project_dir=project_dir, store=store, event=event
         )
         _print_promotion(promotion, output)
+        # Checked again by apply_promotion; here it refuses before asking.
+        check_promotion_freeze(promotion, project_dir, store, declared)
 
         approval = _approval(yes)
         approval.require(
@@ -359,9 +445,13 @@ def promote_command(
             engine=_open_engine(project_dir),
             store=store,
             on_output=output.progress,
+            emergency=declared,
         )
 
+        assert promotion.plan is not None
+        schema = _sync_flag_schema(target, outcome, promotion.plan.stack_file.spec)
         payload, code = _report_deploy(target, outcome, store, checkpoint_store, output)
+        payload["flagSchema"] = schema
         payload["warnings"] = [*promotion.warnings, *payload["warnings"]]
         assert promotion.plan is not None
         return {

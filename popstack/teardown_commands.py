@@ -1,4 +1,4 @@
-"""`popstack teardown`, `popstack exports list|get` and `popstack flag`.
+"""`popstack teardown` and `popstack exports list|get`.
 
 The commands build their engine and AWS clients through ``make_engine`` and
 ``make_clients``, so tests can hand in a RecordingEngine and clients for moto.
@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from lambdas.flagstore import FlagError
 from popstack.engine import AutomationEngine, Engine, EngineError
-from popstack.flags import FlagError, FlagStore, FlagTarget, flip, parse_state, state_name
 from teardown import aws
 from teardown.csvinput import InputError
 from teardown.retrieval import RetrievalError, download, list_exports, locate
@@ -259,85 +259,7 @@ def exports_get(
     )
 
 
-def flag(
-    stack: Annotated[str, typer.Argument(help="The stack whose kill switch to flip.")],
-    name: Annotated[
-        str,
-        typer.Argument(
-            metavar="FLAG",
-            help="checkout_enabled, inventory_read_only, offline_receipts_allowed, "
-            "elevated_sampling or location_<id>_enabled.",
-        ),
-    ],
-    value: Annotated[str, typer.Argument(metavar="on|off", help="The new state.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before flipping.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the change as JSON.")] = False,
-) -> None:
-    """Flip one kill switch through AppConfig, without a deploy."""
-    try:
-        enabled = parse_state(value)
-    except FlagError as error:
-        raise _fail(str(error), EXIT_BAD_INPUT) from None
-    _confirm(yes, f"Set {name} to {value} for {stack}, effective at once?")
-    try:
-        clients = make_clients()
-        outputs: dict[str, Any] = make_engine().outputs(stack)
-        store = FlagStore(
-            FlagTarget.from_outputs(outputs),
-            clients("appconfig"),
-            clients("appconfig-control"),
-        )
-        result = flip(store, name, enabled)
-    except FlagError as error:
-        raise _fail(str(error), EXIT_BAD_INPUT) from None
-    except EngineError as error:
-        raise _fail(str(error), EXIT_FAILED) from None
-    except (ClientError, BotoCoreError) as error:
-        raise _fail(f"AppConfig call failed: {error}", EXIT_FAILED) from None
-    if as_json:
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "stack": stack,
-                    "flag": name,
-                    "old": result.old,
-                    "new": result.new,
-                    "changed": result.changed,
-                    "version": result.version if result.changed else result.base_version,
-                    "deployment": result.deployment,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        return
-    change = f"{name}: {state_name(result.old)} → {state_name(result.new)}"
-    if not result.changed:
-        console.print(
-            f"{name} is already {state_name(result.new)} in version {result.base_version}; "
-            "nothing changed",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    if result.deployment is None:
-        console.print(
-            f"{change} (version {result.version}; not deployed: the stack has no AppConfig "
-            "environment)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    console.print(
-        f"{change} (version {result.version}, deployment {result.deployment} "
-        f"{result.deployment_state})",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI."""
     app.command("teardown")(teardown)
     app.add_typer(exports_app, name="exports")
-    app.command("flag")(flag)

@@ -49,7 +49,9 @@ a phone number.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -69,6 +71,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lambdas.flagstore import AuditEntry
 from teardown import money
 from teardown.csvinput import (
     EMAIL_PATTERN,
@@ -856,6 +859,51 @@ def _neutralise_formulas(table: pa.Table) -> pa.Table:
             column = pc.if_else(starts, pc.binary_join_element_wise("'", column, ""), column)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+FLAG_AUDIT_COLUMNS = (
+    "version",
+    "at",
+    "actor",
+    "reason",
+    "flag",
+    "old",
+    "new",
+    "deployment",
+    "deployment_state",
+    "label",
+)
+
+
+def flag_audit_csv(entries: Iterable[AuditEntry]) -> bytes:
+    """Write the flag audit log as CSV, one row per flag change, oldest first.
+
+    old and new are on or off (old is empty for the initial values); actor and reason
+    are redacted like other free text, and text that a spreadsheet would run as a
+    formula gets a leading apostrophe, as in the other CSV files.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=CSV_LINE_END)
+    writer.writerow(FLAG_AUDIT_COLUMNS)
+    for entry in entries:
+        row = [
+            entry.version,
+            entry.at or "",
+            _no_formula(redact_text(entry.actor)[0]),
+            _no_formula(redact_text(entry.reason)[0]),
+            entry.flag,
+            "" if entry.old is None else ("on" if entry.old else "off"),
+            "on" if entry.new else "off",
+            "" if entry.deployment is None else entry.deployment,
+            entry.deployment_state or "",
+            _no_formula(entry.label or ""),
+        ]
+        writer.writerow(row)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _no_formula(text: str) -> str:
+    return "'" + text if re.match(FORMULA_START, text) else text
 
 
 def _write_csv(directory: Path, name: str, table: pa.Table) -> dict[str, object]:

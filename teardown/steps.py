@@ -44,18 +44,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from components.spec import EXPORT_VERIFIED_KEY, NAMESPACE, EventSpec, spec_from_config
-from popstack.flags import (
+from lambdas.flagstore import (
     LABEL_TEARDOWN,
-    POPSTACK_LABELS,
+    AuditRecord,
     FlagStore,
     FlagTarget,
+    HostedVersion,
+    audit_log,
     flag_value,
-    with_flag,
+    with_flags,
 )
 from teardown import aws
 from teardown.bundle import json_bytes, read_manifest, verify, write_bundle
 from teardown.csvinput import FORMATS, LAYOUTS, CsvFormat, InputFile, read_settlements
-from teardown.export import MANIFEST, ExportContext
+from teardown.export import MANIFEST, ExportContext, flag_audit_csv, redact_text
 from teardown.state import (
     DeadLetterRecord,
     SettlementRecord,
@@ -72,6 +74,9 @@ STEPS = ("close", "drain", "export", "reconcile", "upload", "revoke", "destroy")
 CHECKOUT_FLAG = "checkout_enabled"
 # Files teardown adds to the export beside the reconciliation files.
 FLAG_HISTORY = "flag-history.json"
+FLAG_AUDIT = "flag-audit.csv"
+TEARDOWN_ACTOR = "popstack teardown"
+HOSTED_VERSION_TYPE = "aws:appconfig/hostedConfigurationVersion:HostedConfigurationVersion"
 STACK_RESOURCES = "stack-resources.json"
 METRICS = "metrics.json"
 TEARDOWN_FILE = "teardown.json"
@@ -323,10 +328,16 @@ class Teardown:
         store = self.flag_store()
         latest = store.latest()
         if flag_value(latest.document, CHECKOUT_FLAG):
+            record = AuditRecord(
+                actor=TEARDOWN_ACTOR,
+                at=state.closed_at,
+                reason=f"teardown of stack {self.stack}",
+                changes={CHECKOUT_FLAG: (True, False)},
+            )
             version = store.create(
-                with_flag(latest.document, CHECKOUT_FLAG, False),
+                with_flags(latest.document, {CHECKOUT_FLAG: False}),
                 LABEL_TEARDOWN,
-                f"teardown of stack {self.stack}: checkout off",
+                record.description(),
             )
             action = f"created version {version} with checkout off"
         else:
@@ -460,7 +471,7 @@ class Teardown:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(receipt.data)
 
-        history = self._flag_history()
+        history, audit = self._flag_history()
         resources = self._stack_resources()
         metrics = self._metrics(state)
 
@@ -468,6 +479,7 @@ class Teardown:
         extra = self.inputs_dir / "extra"
         extra.mkdir(exist_ok=True)
         (extra / FLAG_HISTORY).write_bytes(json_bytes(history))
+        (extra / FLAG_AUDIT).write_bytes(audit)
         (extra / STACK_RESOURCES).write_bytes(json_bytes(resources))
         (extra / METRICS).write_bytes(json_bytes(metrics))
         (self.inputs_dir / "orders-source.txt").write_text(source)
@@ -522,23 +534,36 @@ class Teardown:
         items = aws.read_native_export(self.clients("s3"), bucket, state.native_export_prefix or "")
         return items, "native export"
 
-    def _flag_history(self) -> dict[str, Any]:
+    def _flag_history(self) -> tuple[dict[str, Any], bytes]:
+        """Return every flag version and deployment, and the audit log as CSV bytes.
+
+        Reasons and descriptions are free text an operator typed, so they are redacted
+        like the other free text of the export.
+        """
         store = self.flag_store()
         versions = []
+        read: list[HostedVersion] = []
         for summary in store.version_summaries():
             version = store.read(summary["VersionNumber"])
-            versions.append(
-                {
-                    "version": version.number,
-                    # The list's label: moto 5.2 returns "None" in the header when unset.
-                    "label": summary.get("VersionLabel"),
-                    "description": version.description,
-                    "values": {
-                        name: value.get("enabled")
-                        for name, value in sorted(version.document.get("values", {}).items())
-                    },
+            # The list's label: moto 5.2 returns "None" in the header when unset.
+            label = summary.get("VersionLabel")
+            read.append(HostedVersion(version.number, label, version.description, version.document))
+            record = AuditRecord.parse(version.description)
+            entry: dict[str, Any] = {"version": version.number, "label": label}
+            if record is not None:
+                entry["audit"] = {
+                    "actor": redact_text(record.actor)[0],
+                    "at": record.at,
+                    "reason": redact_text(record.reason)[0],
                 }
-            )
+            else:
+                entry["description"] = redact_text(version.description or "")[0]
+            entry["values"] = {
+                name: value.get("enabled")
+                for name, value in sorted(version.document.get("values", {}).items())
+            }
+            versions.append(entry)
+        raw_deployments = store.deployments()
         deployments = [
             {
                 "deployment": item["DeploymentNumber"],
@@ -547,15 +572,16 @@ class Teardown:
                 "startedAt": _iso(item["StartedAt"]) if item.get("StartedAt") else None,
                 "completedAt": _iso(item["CompletedAt"]) if item.get("CompletedAt") else None,
             }
-            for item in store.deployments()
+            for item in raw_deployments
         ]
-        return {
+        history = {
             "applicationId": store.target.application_id,
             "profileId": store.target.profile_id,
             "environmentId": store.target.environment_id,
             "versions": versions,
             "deployments": deployments,
         }
+        return history, flag_audit_csv(audit_log(read, raw_deployments))
 
     def _stack_resources(self) -> list[dict[str, str]]:
         """Return the type and URN of every resource in the stack's state, no properties."""
@@ -798,11 +824,14 @@ class Teardown:
         self.engine.set_config(self.stack, key, value)
         update = self._engine_call("up", "dropping protection")
         store = self.flag_store()
+        summaries = store.version_summaries()
+        owned = self._program_flag_versions(summaries)
         deleted = []
-        for summary in store.version_summaries():
-            if summary.get("VersionLabel") in POPSTACK_LABELS:
-                store.delete(summary["VersionNumber"])
-                deleted.append(int(summary["VersionNumber"]))
+        for summary in summaries:
+            number = int(summary["VersionNumber"])
+            if number not in owned:
+                store.delete(number)
+                deleted.append(number)
         state.deleted_flag_versions = sorted(set(state.deleted_flag_versions) | set(deleted))
         destroy = self._engine_call("destroy", "destroying the stack")
         state.destroyed = True
@@ -813,6 +842,28 @@ class Teardown:
             ", ".join(map(str, deleted)) or "none",
             destroy.summary,
         )
+
+    def _program_flag_versions(self, summaries: list[dict[str, Any]]) -> set[int]:
+        """Return the hosted version numbers the Pulumi program owns, which destroy deletes.
+
+        Every other version (operators' flips, the calendar's, teardown's own, any made
+        in the console) would make AppConfig refuse to delete the profile. The program's
+        versions are read from the stack's state; a state without them (older resources
+        record no outputs) leaves the lowest-numbered version, which is the first one
+        `pulumi up` wrote.
+        """
+        exported = self.engine.export_state(self.stack)
+        deployment = exported.get("deployment", exported)
+        owned = set()
+        for resource in deployment.get("resources") or []:
+            if resource.get("type") != HOSTED_VERSION_TYPE:
+                continue
+            number = (resource.get("outputs") or {}).get("versionNumber")
+            if isinstance(number, int | float):
+                owned.add(int(number))
+        if not owned and summaries:
+            owned.add(min(int(summary["VersionNumber"]) for summary in summaries))
+        return owned
 
     def _has_resources(self) -> bool:
         exported = self.engine.export_state(self.stack)

@@ -33,7 +33,7 @@ from components.dashboards import render_json
 from components.flags import PROFILE, PROFILE_TYPE, flag_document
 from components.spec import spec_from_config
 from popstack.engine import RecordingEngine, read_config_entries
-from popstack.flags import POPSTACK_LABELS, serialise
+from lambdas.flagstore import serialise
 from teardown.aws import Clients
 from teardown.steps import SettlementInput, Teardown, TeardownOptions, settlement_argument
 
@@ -227,7 +227,8 @@ class AppConfigControl:
         self.stubber = Stubber(self.client)
         self.stubber.activate()
 
-    def _list_versions(self) -> None:
+    def _list_versions(self, page_size: int = 50) -> None:
+        """Queue ListHostedConfigurationVersions in pages of at most 50, as AppConfig does."""
         items = [
             {
                 "ApplicationId": self.application_id,
@@ -238,11 +239,18 @@ class AppConfigControl:
             }
             for version in self.versions
         ]
-        self.stubber.add_response(
-            "list_hosted_configuration_versions",
-            {"Items": items},
-            {"ApplicationId": self.application_id, "ConfigurationProfileId": self.profile_id},
-        )
+        pages = [items[start : start + page_size] for start in range(0, len(items), page_size)]
+        for index, page in enumerate(pages or [[]]):
+            response: dict[str, Any] = {"Items": page}
+            if index + 1 < len(pages):
+                response["NextToken"] = f"page-{index + 1}"
+            expected = {
+                "ApplicationId": self.application_id,
+                "ConfigurationProfileId": self.profile_id,
+            }
+            if index:
+                expected["NextToken"] = f"page-{index}"
+            self.stubber.add_response("list_hosted_configuration_versions", response, expected)
 
     def _list_deployments(self) -> None:
         items = [
@@ -319,15 +327,27 @@ class AppConfigControl:
         self._list_deployments()
 
     def expect_destroy(self) -> None:
+        """Queue destroy's listing; every version but the program's initial one goes."""
         self._list_versions()
-        self.versions = [v for v in self.versions if v["label"] not in POPSTACK_LABELS]
+        self.versions = self.versions[:1]
 
-    def expect_flip(self, description: str, started: datetime) -> int:
-        """Queue a flag flip: list versions, then start a deployment of the new version."""
+    def expect_flip(
+        self, description: str, started: datetime, label: str = "popstack-flag", reads: int = 2
+    ) -> int:
+        """Queue a flag change: list versions ``reads`` times for the latest (`flags set`
+        reads it once to check the keys, then `set_flags` reads it), list again to check
+        that no other writer came between, then start a deployment of the new version."""
+        for _ in range(reads):
+            self._list_versions()
+        number = self.add_version(label)
         self._list_versions()
-        number = self.add_version("popstack-flag")
         self._start_deployment(number, description, started)
         return number
+
+    def expect_read(self) -> None:
+        """Queue `flags show`: list versions, then list deployments."""
+        self._list_versions()
+        self._list_deployments()
 
     def expect_steps(self, steps: list[str], checkout_on: Callable[[], bool]) -> None:
         for step in steps:
@@ -532,6 +552,7 @@ def deploy_event(
         "appconfig": appconfig,
         "appconfig-control": control.client,
         "cloudwatch": cloudwatch,
+        "sts": aws_client("sts"),
     }
     return DeployedEvent(
         outputs=outputs,

@@ -71,7 +71,7 @@ def test_list_shows_verified_export(exported: DeployedEvent) -> None:
         "timeZone": "Europe/Lisbon",
     }
     assert entry["totals"] == {"EUR": "28.90", "JPY": "5400", "KWD": "12.345", "USD": "15.00"}
-    assert entry["files"] == 20
+    assert entry["files"] == 21
 
 
 def test_list_table_marks_unverified(exported: DeployedEvent) -> None:
@@ -121,7 +121,7 @@ def test_get_reports_tampered_and_truncated(exported: DeployedEvent, tmp_path: P
     assert result.exit_code == teardown_commands.EXIT_FAILED
     assert "orders.csv: sha256 is" in result.output
     assert f"report.html: size is {len(report) // 2}" in result.output
-    assert "2 of 20 files do not match the manifest" in result.output
+    assert "2 of 21 files do not match the manifest" in result.output
 
 
 def test_get_reports_tampered_manifest(exported: DeployedEvent, tmp_path: Path) -> None:

@@ -150,6 +150,13 @@ def _approval(yes: bool) -> Approval:
     return Approval(yes=yes, ask=_ask)
 
 
+def _now() -> datetime:
+    """The current time, read through popstack.lifecycle so tests can set it."""
+    from popstack import lifecycle
+
+    return lifecycle.utc_now()
+
+
 def _emergency(emergency: bool, reason: str | None) -> Emergency | None:
     try:
         return emergency_from_options(emergency, reason, operator_name())
@@ -307,6 +314,7 @@ def up_command(
             approval=_approval(yes),
             on_output=output.progress,
             emergency=declared,
+            now=_now,
         )
         schema = _sync_flag_schema(stack, outcome.deploy, outcome.plan.stack_file.spec)
         payload, code = _report_deploy(stack, outcome.deploy, store, checkpoint_store, output)
@@ -364,6 +372,7 @@ def rollback_command(
             import_state=import_state,
             on_output=output.progress,
             emergency=declared,
+            now=_now,
         )
 
         target = outcome.target
@@ -432,7 +441,7 @@ def promote_command(
         )
         _print_promotion(promotion, output)
         # Checked again by apply_promotion; here it refuses before asking.
-        check_promotion_freeze(promotion, project_dir, store, declared)
+        check_promotion_freeze(promotion, project_dir, store, declared, _now)
 
         approval = _approval(yes)
         approval.require(
@@ -446,6 +455,7 @@ def promote_command(
             store=store,
             on_output=output.progress,
             emergency=declared,
+            now=_now,
         )
 
         assert promotion.plan is not None

@@ -493,3 +493,27 @@ def test_csv_neutralises_formula_text(tmp_path):
     assert not any(n.startswith("=") for n in notes)
     table = pq.read_table(result.directory / "receipts.parquet")
     assert '=HYPERLINK("http://127.0.0.1/x","click")' in table.column("note").to_pylist()
+
+
+def test_flag_audit_csv_redacts_reasons_and_neutralises_formulas() -> None:
+    from lambdas.flagstore import AuditEntry
+    from teardown.export import flag_audit_csv
+
+    entry = AuditEntry(
+        version=3,
+        label="popstack-flag",
+        at="2027-06-05T12:00:00Z",
+        actor='=HYPERLINK("x")',
+        reason="call +351 912 345 678 or rita@example.com, card 4242 4242 4242 4242",
+        flag="checkout_enabled",
+        old=True,
+        new=False,
+        deployment=4,
+        deployment_state="COMPLETE",
+    )
+
+    assert flag_audit_csv([entry]) == (
+        b"version,at,actor,reason,flag,old,new,deployment,deployment_state,label\r\n"
+        b'3,2027-06-05T12:00:00Z,"\'=HYPERLINK(""x"")","call [phone] or [email], card '
+        b'[card ending 4242]",checkout_enabled,on,off,4,COMPLETE,popstack-flag\r\n'
+    )

@@ -138,6 +138,52 @@ def test_full_teardown_writes_expected_export(event: DeployedEvent, tmp_path: Pa
     assert totals == {"EUR": "28.90", "JPY": "5400", "KWD": "12.345", "USD": "15.00"}
 
 
+def test_teardown_after_many_flips_deletes_every_version_but_the_programs(
+    event: DeployedEvent, tmp_path: Path
+) -> None:
+    """AppConfig refuses to delete a profile with hosted versions left, whoever wrote them.
+
+    60 flips, every third one made in the console without a label, so the listing spans
+    two pages of 50.
+    """
+    appconfig, control = event.clients["appconfig"], event.control
+    target = {
+        "ApplicationId": control.application_id,
+        "ConfigurationProfileId": control.profile_id,
+    }
+    document = json.loads(
+        appconfig.get_hosted_configuration_version(**target, VersionNumber=1)["Content"].read()
+    )
+    for flip in range(60):
+        document["values"]["elevated_sampling"] = {"enabled": flip % 2 == 0}
+        label = None if flip % 3 == 0 else "popstack-flag"
+        appconfig.create_hosted_configuration_version(
+            **target,
+            Content=json.dumps(document).encode(),
+            ContentType="application/json",
+            **({"VersionLabel": label} if label else {}),
+            Description=f"flip {flip}",
+        )
+        control.add_version(label)
+    expect_control(event, list(STEPS))
+
+    result = make_teardown(event, tmp_path / "operator").run()
+
+    control.stubber.assert_no_pending_responses()
+    assert result.state.deleted_flag_versions == list(range(2, 63))
+    assert (
+        appconfig.get_hosted_configuration_version(**target, VersionNumber=1)["VersionNumber"] == 1
+    )
+    for number in (2, 50, 51, 62):
+        with pytest.raises(ClientError):
+            appconfig.get_hosted_configuration_version(**target, VersionNumber=number)
+    audit = exported_files(event)["flag-audit.csv"].decode().splitlines()
+    # A header, the six initial values, one row per flip and teardown's checkout off.
+    assert len(audit) == 1 + 6 + 60 + 1
+    assert audit[7] == ("2,,unknown (not made with popstack),flip 0,elevated_sampling,off,on,,,")
+    assert audit[-1].startswith("62,2027-06-05T17:10:00Z,popstack teardown,")
+
+
 def test_full_teardown_side_effects(event: DeployedEvent, tmp_path: Path) -> None:
     expect_control(event, list(STEPS))
     make_teardown(event, tmp_path / "operator").run()

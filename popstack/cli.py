@@ -189,30 +189,74 @@ def new(
 @app.command()
 def runbook(
     stack: Annotated[str, typer.Argument(help="Stack name or path.")],
-    to: Annotated[Path | None, typer.Option(help="Write the runbook to this file.")] = None,
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write runbook.md and runbook.html into this directory (created if missing) "
+            "instead of printing the runbook."
+        ),
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Output format, md or html. Without --to, md is printed by default. "
+            "With --to, only this format is written instead of both.",
+        ),
+    ] = None,
+    outputs: Annotated[
+        bool,
+        typer.Option(
+            help="Read names and ids from the stack's outputs through the Pulumi engine; "
+            "--no-outputs uses the plan's values only.",
+        ),
+    ] = True,
 ) -> None:
-    """Print the on-call runbook for an event: times, kill switches, alarms."""
-    from popstack.scaffold import render_runbook
+    """Render the on-call runbook for an event: what to do, switches, receipts, contacts."""
+    from popstack import runbook as runbooks
 
+    if output_format is not None and output_format not in runbooks.FORMATS:
+        raise fail(f"--format {output_format!r} is not a runbook format; use md or html")
+    if to is not None and to.exists() and not to.is_dir():
+        raise fail(f"--to {to} is a file; give a directory for runbook.md and runbook.html")
     try:
         stack_file = load_stack_file(stack_path(stack))
     except SpecError as error:
         errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    text = render_runbook(stack_file)
+    problem: str | None = "popstack runbook ran with --no-outputs"
+    stack_outputs: dict = {}
+    if outputs:
+        stack_outputs, problem = runbooks.read_outputs(runbooks.make_engine(), stack_file.stack)
+        if problem is not None:
+            errors.print(
+                f"note: the runbook uses the plan's values, because {problem}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    try:
+        values = runbooks.stack_values(stack_file, stack_outputs, problem)
+        context = runbooks.runbook_context(stack_file, values)
+    except runbooks.RunbookError as error:
+        raise fail(str(error)) from None
     if to is None:
-        sys.stdout.write(text)
-    else:
-        to.write_text(text, encoding="utf-8")
-        console.print(f"wrote {to}", highlight=False)
+        sys.stdout.write(runbooks.render_context(context, output_format or "md"))
+        return
+    to.mkdir(parents=True, exist_ok=True)
+    for name in [output_format] if output_format else runbooks.FORMATS:
+        path = to / f"runbook.{name}"
+        path.write_text(runbooks.render_context(context, name), encoding="utf-8")
+        console.print(f"wrote {path}", highlight=False)
 
 
 def _register_commands() -> None:
     """Add the command groups that live in their own modules."""
-    from popstack import lifecycle_commands, teardown_commands
+    from popstack import flag_commands, lifecycle_commands, teardown_commands
 
     lifecycle_commands.register(app)
     teardown_commands.register(app)
+    flag_commands.register(app)
 
 
 # Commands defined in this module. The other command groups import boto3,

@@ -1,18 +1,14 @@
-"""Files rendered from templates/: a new event's stack file and the on-call runbook."""
+"""A new event's stack file, rendered from templates/new_event.yaml.j2, and its placeholders."""
 
 from __future__ import annotations
 
 import os
 import re
 import tempfile
-from datetime import UTC
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import jinja2
 
-from components.flags import flag_document
-from components.naming import physical_name
 from components.spec import SpecError, StackFile, load_stack_file
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -141,38 +137,3 @@ def placeholder_keys(stack_file: StackFile) -> list[str]:
     for key, value in sorted(stack_file.config.items()):
         walk(value, key)
     return found
-
-
-def render_runbook(stack_file: StackFile) -> str:
-    """Render the on-call runbook for one event."""
-    spec = stack_file.spec
-    zone = ZoneInfo(spec.window.time_zone)
-    document = flag_document(spec)
-    flags = [
-        {"key": key, "name": document["flags"][key]["name"], "enabled": value["enabled"]}
-        for key, value in document["values"].items()
-    ]
-    suffix = ".fifo" if spec.queues.type == "fifo" else ""
-    account = "<account-id>"
-
-    def name(rule: str, part: str = "") -> str:
-        return physical_name(spec.id, rule, part)
-
-    names = {
-        "dead_letter_queue": name("sqs", f"orders-dlq{suffix}"),
-        "alarm_dead_letters": name("alarm", "dead-letters"),
-        "alarm_queue_age": name("alarm", "queue-age"),
-        "alarm_cache_throttling": name("alarm", "cache-throttling"),
-        "alarm_checkout_errors": name("alarm", "checkout-errors"),
-        "receipts_bucket": f"{name('s3', 'receipts')}-{account}",
-        "dashboard": name("cloudwatch", "board"),
-        "namespace": name("k8s"),
-    }
-    return _environment.get_template("runbook.md.j2").render(
-        spec=spec,
-        stack=stack_file.stack,
-        flags=flags,
-        names=names,
-        local=lambda moment: moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
-        utc=lambda moment: moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
-    )

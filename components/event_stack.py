@@ -15,12 +15,14 @@ from components.observability import Tracing
 from components.orders_table import OrdersTable
 from components.queues import OrderQueues
 from components.receipts import ReceiptsIntake
+from components.schedules import CalendarTargets, EventCalendar
 from components.secrets import EventSecrets
 from components.spec import EMULATOR_OMITS
 
 
 class EventStack(pulumi.ComponentResource):
-    """One retail event: checkout, cache, queues, orders, receipts, flags, secrets, boards."""
+    """One retail event: checkout, cache, queues, orders, receipts, flags, secrets, boards
+    and the calendar that acts on them at the window's times."""
 
     def __init__(
         self,
@@ -105,6 +107,22 @@ class EventStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.checkout.namespace]),
         )
 
+        rotated = list(self.secrets.secrets.values())
+        if self.cache is not None:
+            rotated.append(self.cache.auth)
+        self.calendar = EventCalendar(
+            f"{name}-calendar",
+            context,
+            targets=CalendarTargets(
+                flags=self.flags,
+                tracing=self.tracing,
+                topic_arn=self.dashboards.topic_arn,
+                secrets=rotated,
+                stack=stack,
+            ),
+            opts=child,
+        )
+
         self.outputs: dict[str, pulumi.Input] = {
             "eventId": spec.id,
             "expiresAt": spec.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -122,7 +140,14 @@ class EventStack(pulumi.ComponentResource):
             "secretArns": {k: v.secret.arn for k, v in self.secrets.secrets.items()},
             "alertTopicArn": self.dashboards.topic_arn,
             "dashboardName": self.dashboards.dashboard.dashboard_name,
+            "calendarFunction": self.calendar.function.name,
+            # When each calendar action runs, in UTC, for the runbook to print.
+            "calendarTimes": self.calendar.times(),
         }
+        if self.calendar.group is not None:
+            self.outputs["scheduleGroup"] = self.calendar.group.name
+        if self.checkout.pre_sync is not None:
+            self.outputs["preSyncCronJob"] = self.checkout.pre_sync_name
         if self.flags.environment and self.flags.strategy:
             self.outputs["flagsEnvironmentId"] = self.flags.environment.environment_id
             self.outputs["flagsStrategyId"] = self.flags.strategy.id

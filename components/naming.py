@@ -38,8 +38,12 @@ RULES: dict[str, NameRule] = {
     "cloudwatch": NameRule("CloudWatch dashboard", 255, re.compile(r"^[A-Za-z0-9_-]+$")),
     "alarm": NameRule("CloudWatch alarm", 255, _AWS_NAME),
     "xray": NameRule("X-Ray sampling rule", 32, re.compile(r"^[A-Za-z0-9_-]+$")),
+    "scheduler": NameRule("EventBridge Scheduler schedule or group", 64, _AWS_NAME),
     "ec2sg": NameRule("EC2 security group", 255, _AWS_NAME),
     "k8s": NameRule("Kubernetes object", 63, _LOWER_DNS),
+    # The CronJob controller appends an 11-character suffix to name each Job, so the
+    # API server rejects CronJob names over 52 characters.
+    "cronjob": NameRule("Kubernetes CronJob", 52, _LOWER_DNS),
     "cacheuser": NameRule("ElastiCache user or user group id", 40, _LOWER_DNS),
 }
 
@@ -54,16 +58,38 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     "dynamodb": ("orders",),
     "s3": ("receipts", "exports"),
     "elasticache": ("cache",),
-    "iam": ("checkout-role", "finance-reader", f"rot-{_MAX_LENGTH_SECRET}"),
-    "lambda": (f"rot-{_MAX_LENGTH_SECRET}",),
+    "iam": (
+        "checkout-role",
+        "finance-reader",
+        f"rot-{_MAX_LENGTH_SECRET}",
+        "calendar",
+        "calendar-scheduler",
+    ),
+    "lambda": (f"rot-{_MAX_LENGTH_SECRET}", "calendar"),
     "secretsmanager": (f"{_MAX_LENGTH_SECRET}-",),
     "appconfig": ("flags", "all-at-once"),
     "sns": ("alerts",),
     "cloudwatch": ("board",),
-    "alarm": ("dead-letters", "queue-age", "cache-throttling", "checkout-errors"),
+    "alarm": (
+        "dead-letters",
+        "queue-age",
+        "cache-throttling",
+        "checkout-errors",
+        "calendar-errors",
+    ),
     "xray": ("",),
+    "scheduler": (
+        "",
+        "doors-open",
+        "doors-close",
+        f"rotate-{_MAX_LENGTH_SECRET}",
+        "teardown-24h",
+        "teardown-2h",
+        "teardown-due",
+    ),
     "ec2sg": ("checkout", "cache"),
     "k8s": ("checkout", "board"),
+    "cronjob": ("pre-sync",),
     "cacheuser": ("checkout", "users"),
 }
 

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components.calendar import freeze_interval, rotation_schedule
+from components.calendar import freeze_interval, rotates_after_close, rotation_schedule
 from components.context import EventContext, allow, policy_document
 
 ROTATION_CODE = Path(__file__).resolve().parent.parent / "lambdas" / "rotation"
@@ -32,6 +32,12 @@ class RotatedSecret(pulumi.ComponentResource):
     password. `render_value` turns the generated initial password into the
     secret's JSON value. `extra_statements` grants the Lambda what the
     strategy's set step needs.
+
+    The schedule skips the event's freeze (components.calendar). When one of
+    the secret's nominal rotation days falls in the freeze, `rotates_after_close`
+    is True and the event calendar rotates it right after doors close. The
+    Lambda's ROTATION_FREEZE_START and ROTATION_FREEZE_END are the same freeze,
+    so the handler rejects a rotation started inside it by any other route.
     """
 
     def __init__(
@@ -53,6 +59,9 @@ class RotatedSecret(pulumi.ComponentResource):
         function_name = context.name("lambda", f"rot-{secret_name}")
         schedule = rotation_schedule(context.spec.window, rotation_days)
         freeze_start, freeze_end = freeze_interval(context.spec.window)
+        self.secret_name = secret_name
+        self.rotation_days = rotation_days
+        self.rotates_after_close = rotates_after_close(context.spec.window, rotation_days)
 
         # A name prefix gives each deployment a fresh name, because Secrets Manager
         # blocks a deleted secret's name for its whole recovery window.
@@ -179,6 +188,7 @@ class RotatedSecret(pulumi.ComponentResource):
                 "secretArn": self.secret.arn,
                 "functionArn": self.function.arn,
                 "schedule": schedule.expression,
+                "rotatesAfterClose": self.rotates_after_close,
             }
         )
 

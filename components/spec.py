@@ -149,6 +149,15 @@ class Window(_Model):
             if moment.utcoffset() != expected:
                 wall_clock = moment.replace(tzinfo=zone)
                 same_instant = moment.astimezone(zone)
+                naive = moment.replace(tzinfo=None)
+                if wall_clock.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+                    raise _FieldError(
+                        ("window", edge),
+                        f"{edge} {moment.isoformat()}: {moment:%H:%M} local time does not "
+                        f"exist on {moment:%Y-%m-%d} in {self.time_zone}, because the clocks "
+                        f"go forward then; write {same_instant.isoformat()} for the same "
+                        "instant, or pick a local time outside the gap",
+                    )
                 raise _FieldError(
                     ("window", edge),
                     f"{edge} {moment.isoformat()} has offset {_offset(moment.utcoffset())} but "
@@ -465,11 +474,13 @@ class EventSpec(_Model):
 RESERVED_SECRET_NAMES = ("cache-auth",)
 
 # The parts a stack with `emulator: true` leaves out, because moto (5.2) does
-# not implement their APIs.
+# not implement their APIs, or, for EventBridge Scheduler, stores schedules but
+# never runs them.
 EMULATOR_OMITS = (
     "cache (ElastiCache Serverless, its users and security groups)",
     "AppConfig environment, deployment strategy and deployment",
     "X-Ray sampling rule",
+    "EventBridge Scheduler group, schedules and role of the event calendar",
 )
 
 

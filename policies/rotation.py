@@ -2,6 +2,8 @@
 
 The freeze runs from the pre-sync start to the window close, in UTC. A rotation
 whose window overlaps it would swap tokens while staff and devices rely on them.
+The same holds for an EventBridge Scheduler schedule that calls RotateSecret, as
+the event calendar does after close for the rotations the freeze held back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from policies.schedule import (
     parse_schedule,
     rotation_window,
 )
+from policies.scheduling import (
+    SCHEDULE,
+    AtExpressionError,
+    is_one_time,
+    parse_at,
+    schedule_time_zone,
+)
 from policies.settings import EventSettings
 from policies.view import UNKNOWN, Finding, ResourceView, cannot_check, resolve_reference, violation
 
@@ -28,6 +37,8 @@ MAX_INTERVAL = timedelta(days=1000)
 # Four years hold a leap day and every month length, so every day-of-month gap shows up.
 HORIZON_DAYS = 4 * 366
 SCHEDULE_FIX = "components.calendar.rotation_schedule builds one"
+# The target of a Scheduler schedule that calls Secrets Manager's RotateSecret.
+ROTATE_SECRET_TARGET = ":aws-sdk:secretsmanager:rotateSecret"
 
 
 def check_secret_rotation(views: list[ResourceView], settings: EventSettings) -> list[Finding]:
@@ -46,6 +57,9 @@ def check_secret_rotation(views: list[ResourceView], settings: EventSettings) ->
             unresolved = True
         findings.extend(check_schedule(rotation, settings))
 
+    for schedule in (view for view in views if view.type == SCHEDULE):
+        findings.extend(check_scheduled_rotation(schedule, settings))
+
     for secret in secrets:
         if rotated[secret.urn]:
             continue
@@ -59,6 +73,50 @@ def check_secret_rotation(views: list[ResourceView], settings: EventSettings) ->
                 )
             )
     return findings
+
+
+def check_scheduled_rotation(schedule: ResourceView, settings: EventSettings) -> list[Finding]:
+    """Check that a Scheduler schedule calling RotateSecret fires once, outside the freeze."""
+    target = schedule.get("target", "arn")
+    expression = schedule.get("scheduleExpression")
+    zone = schedule.get("scheduleExpressionTimezone")
+    if target is UNKNOWN:
+        return [cannot_check(schedule, "target.arn is computed during the update")]
+    if not isinstance(target, str) or not target.endswith(ROTATE_SECRET_TARGET):
+        return []
+    if expression is UNKNOWN or zone is UNKNOWN:
+        return [cannot_check(schedule, "its schedule expression is computed during the update")]
+
+    fix = "schedule one at() rotation after the close (components.schedules.EventCalendar does)"
+    if not isinstance(expression, str) or not is_one_time(expression):
+        return [
+            violation(
+                schedule,
+                f"calls RotateSecret on the recurring schedule {expression}, which this check "
+                f"cannot keep out of the freeze; {fix}",
+            )
+        ]
+    if schedule_time_zone(schedule) != "UTC":
+        # The scheduler-exact-time rule reports the zone.
+        return []
+    try:
+        moment = parse_at(expression)
+    except AtExpressionError:
+        # The scheduler-exact-time rule reports the invalid expression.
+        return []
+
+    freeze = settings.freeze
+    if freeze is None:
+        return [cannot_check(schedule, f"the freeze: {settings.missing_window()}")]
+    if freeze[0] <= moment < freeze[1]:
+        return [
+            violation(
+                schedule,
+                f"calls RotateSecret at {_utc(moment)}, inside the freeze from the pre-sync "
+                f"start {_utc(freeze[0])} to the close {_utc(freeze[1])}; {fix}",
+            )
+        ]
+    return []
 
 
 def check_schedule(rotation: ResourceView, settings: EventSettings) -> list[Finding]:

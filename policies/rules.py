@@ -25,6 +25,7 @@ from policies.kubernetes import (
 )
 from policies.queues import check_dead_letter_queues
 from policies.rotation import check_secret_rotation
+from policies.scheduling import check_cronjob_time_zone, check_exact_schedules
 from policies.settings import EventSettings, settings_from_spec
 from policies.storage import check_export_location, check_private_encrypted
 from policies.tagging import check_event_tags
@@ -107,11 +108,25 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "secret-rotation",
-        "Every Secrets Manager secret rotates every 1 to 1000 days, never inside the "
-        "event's freeze (pre-sync start to close, UTC).",
+        "Every Secrets Manager secret rotates every 1 to 1000 days, and neither its rotation "
+        "schedule nor a Scheduler schedule calling RotateSecret runs inside the event's "
+        "freeze (pre-sync start to close, UTC).",
         MANDATORY,
         check_stack=check_secret_rotation,
         config=WINDOW_CONFIG,
+    ),
+    Rule(
+        "scheduler-exact-time",
+        "Every EventBridge Scheduler schedule has no flexible time window, and a one-time "
+        "schedule is in UTC and kept after it fires.",
+        MANDATORY,
+        check_resource=check_exact_schedules,
+    ),
+    Rule(
+        "cronjob-time-zone",
+        "Every CronJob names the time zone its schedule is read in.",
+        MANDATORY,
+        check_resource=check_cronjob_time_zone,
     ),
     Rule(
         "iam-least-privilege",

@@ -32,8 +32,8 @@ from rich.console import Console
 from components.dashboards import render_json
 from components.flags import PROFILE, PROFILE_TYPE, flag_document
 from components.spec import spec_from_config
-from popstack.engine import RecordingEngine, read_config_entries
 from lambdas.flagstore import serialise
+from popstack.engine import RecordingEngine, read_config_entries
 from teardown.aws import Clients
 from teardown.steps import SettlementInput, Teardown, TeardownOptions, settlement_argument
 

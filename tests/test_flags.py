@@ -300,7 +300,10 @@ def test_a_version_written_in_between_is_not_undone(event: DeployedEvent) -> Non
 def test_show_lists_live_values_and_the_audit_log(event: DeployedEvent) -> None:
     control = event.control
     control.expect_flip(f"popstack-flag by {ACTOR}: checkout_enabled off", STARTED)
-    assert invoke("set", STACK, "checkout_enabled=off", "--reason", "till queue", "--yes").exit_code == 0
+    assert (
+        invoke("set", STACK, "checkout_enabled=off", "--reason", "till queue", "--yes").exit_code
+        == 0
+    )
     control.deployments[-1]["started"] = STARTED  # the stub lists it as COMPLETE
     control.expect_read()
 
@@ -308,7 +311,11 @@ def test_show_lists_live_values_and_the_audit_log(event: DeployedEvent) -> None:
 
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
-    assert (payload["liveVersion"], payload["liveDeployment"], payload["latestVersion"]) == (2, 2, 2)
+    assert (payload["liveVersion"], payload["liveDeployment"], payload["latestVersion"]) == (
+        2,
+        2,
+        2,
+    )
     assert payload["pollIntervalSeconds"] == 15
     flags = {flag["flag"]: (flag["live"], flag["name"]) for flag in payload["flags"]}
     assert flags["checkout_enabled"] == (False, "Checkout enabled")

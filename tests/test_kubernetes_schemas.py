@@ -29,6 +29,7 @@ BUILT_IN_KINDS = {
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "PodDisruptionBudget": "policy/v1",
     "ConfigMap": "v1",
+    "CronJob": "batch/v1",
 }
 
 
@@ -104,12 +105,20 @@ def test_validator_rejects_unknown_field(recorded: Any) -> None:
 @pytest.mark.parametrize("stack", ["lisbon-popup", "flash-drop"])
 def test_security_group_policy_shape(recorded: Any, stack: str) -> None:
     # SecurityGroupPolicy is a custom resource of the AWS VPC resource controller.
-    # kubernetes-validate has no schema for it, so its shape is checked here.
+    # kubernetes-validate has no schema for it, so its shape is checked here. One
+    # policy attaches the cache client group to checkout pods, one to pre-sync pods.
     recording = recorded(stack)
     found = recording.of_type(SECURITY_GROUP_POLICY)
-    assert len(found) == 1
-    policy = manifest(found[0])
+    assert len(found) == 2
+    policies = {manifest(r)["metadata"]["name"]: manifest(r) for r in found}
     deployment = recording.of_type("kubernetes:apps/v1:Deployment")[0].inputs
+    cron_job = recording.of_type("kubernetes:batch/v1:CronJob")[0].inputs
+    pod_labels = {
+        "checkout": deployment["spec"]["template"]["metadata"]["labels"],
+        "inventory-pre-sync": cron_job["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+            "labels"
+        ],
+    }
     checkout_group = [
         r
         for r in recording.of_type("aws:ec2/securityGroup:SecurityGroup")
@@ -117,16 +126,18 @@ def test_security_group_policy_shape(recorded: Any, stack: str) -> None:
     ]
     assert len(checkout_group) == 1
 
-    assert set(policy) == {"apiVersion", "kind", "metadata", "spec"}
-    assert policy["apiVersion"] == "vpcresources.k8s.aws/v1beta1"
-    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", policy["metadata"]["name"])
-    assert set(policy["spec"]) == {"podSelector", "securityGroups"}
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert policy["spec"]["podSelector"] == {"matchLabels": pod_labels}
-    group_ids = policy["spec"]["securityGroups"]["groupIds"]
-    assert group_ids == [checkout_group[0].id]
-    assert all(re.fullmatch(r"sg-[0-9a-f]{8,17}", group) for group in group_ids)
+    assert set(policies) == set(pod_labels)
+    assert pod_labels["checkout"] != pod_labels["inventory-pre-sync"]
+    for name, policy in policies.items():
+        assert set(policy) == {"apiVersion", "kind", "metadata", "spec"}, name
+        assert policy["apiVersion"] == "vpcresources.k8s.aws/v1beta1", name
+        assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"], name
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+        assert set(policy["spec"]) == {"podSelector", "securityGroups"}, name
+        assert policy["spec"]["podSelector"] == {"matchLabels": pod_labels[name]}, name
+        group_ids = policy["spec"]["securityGroups"]["groupIds"]
+        assert group_ids == [checkout_group[0].id], name
+        assert all(re.fullmatch(r"sg-[0-9a-f]{8,17}", group) for group in group_ids), name
 
 
 def test_demo_stack_has_no_security_group_policy(recorded: Any) -> None:

@@ -37,6 +37,7 @@ PART_MARKERS = {
     "checkout": "kubernetes:apps/v1:Deployment",
     "dashboards": "aws:cloudwatch/dashboard:Dashboard",
     "observability": "aws:xray/samplingRule:SamplingRule",
+    "schedules": "aws:scheduler/schedule:Schedule",
     "kubernetes": "pulumi:providers:kubernetes",
 }
 

@@ -62,6 +62,8 @@ AWS_NAME_RULES: dict[str, NameRule] = {
     "aws:cloudwatch/dashboard:Dashboard": RULES["cloudwatch"],
     "aws:cloudwatch/metricAlarm:MetricAlarm": RULES["alarm"],
     "aws:xray/samplingRule:SamplingRule": RULES["xray"],
+    "aws:scheduler/scheduleGroup:ScheduleGroup": RULES["scheduler"],
+    "aws:scheduler/schedule:Schedule": RULES["scheduler"],
     "aws:ec2/securityGroup:SecurityGroup": RULES["ec2sg"],
     "aws:cloudwatch/logGroup:LogGroup": LOG_GROUP_RULE,
 }
@@ -164,7 +166,9 @@ def test_names_within_service_limits(recorded: Any, stack: str) -> None:
 
     assert len(resources) > 20
     for resource in resources:
-        if is_kubernetes_object(resource):
+        if resource.type == "kubernetes:batch/v1:CronJob":
+            rule, name = RULES["cronjob"], resource.inputs["metadata"]["name"]
+        elif is_kubernetes_object(resource):
             rule, name = RULES["k8s"], resource.inputs["metadata"]["name"]
         else:
             rule, name = AWS_NAME_RULES[resource.type], physical_name(resource)

@@ -143,7 +143,8 @@ def test_alarms_notify_one_topic(recorded: Any, stack: str) -> None:
     topic = alert_topic(recording, stack)
     alarms = recording.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
 
-    assert len(alarms) == 4
+    # Four from the dashboards and one on the calendar Lambda's errors.
+    assert len(alarms) == 5
     for alarm in alarms:
         assert alarm.inputs["alarmActions"] == [topic], alarm.urn
         assert alarm.inputs["okActions"] == [topic], alarm.urn
@@ -192,6 +193,12 @@ def test_alarms_watch_stack_resources(recorded: Any, stack: str) -> None:
             {"EventId": event_id},
             5,
         ),
+        "-calendar-errors": (
+            "AWS/Lambda",
+            "Errors",
+            {"FunctionName": f"ps-{event_id}-calendar"},
+            0,
+        ),
     }
 
     for suffix, (namespace, metric, dimensions, threshold) in expected.items():
@@ -218,11 +225,17 @@ def test_dashboard_body_names_resources(recorded: Any, stack: str) -> None:
     dashboard = one(recording, "aws:cloudwatch/dashboard:Dashboard")
     queues = [q.inputs["name"] for q in recording.of_type("aws:sqs/queue:Queue")]
     cache = one(recording, "aws:elasticache/serverlessCache:ServerlessCache")
-    alarms = [a.state["arn"] for a in recording.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")]
+    # The board shows the alarms of the dashboards part; the calendar's is not on it.
+    alarms = [
+        a.state["arn"]
+        for a in recording.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if a.parent == dashboard.parent
+    ]
 
     body = json.loads(dashboard.inputs["dashboardBody"])
 
     names = metric_strings(body)
+    assert len(alarms) == 4
     assert len(queues) == 2
     for name in [*queues, cache.inputs["name"]]:
         assert name in names, f"{dashboard.urn} does not chart {name}"

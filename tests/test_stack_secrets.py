@@ -280,8 +280,13 @@ def test_no_wildcard_allow_actions(recorded: Any, stack: str) -> None:
 
 def test_rotation_code_is_handler_module(recorded: Any) -> None:
     recording = recorded("lisbon-popup")
-    functions = recording.of_type("aws:lambda/function:Function")
+    functions = [
+        child(recording, component, "aws:lambda/function:Function")
+        for component in rotated_secrets(recording).values()
+    ]
 
+    # The calendar Lambda is the fourth; tests/test_schedules.py checks its archive.
+    assert len(recording.of_type("aws:lambda/function:Function")) == 4
     assert len(functions) == 3
     for function in functions:
         archive = function.inputs["code"]

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from iso4217 import Currency
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -53,11 +54,38 @@ IMAGE_REF = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# Plain addresses only: no brackets, quotes or pipes, which mail links and tables misread.
+EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+MAX_EMAIL = 254
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi)?$")
 
+# C0 and C1 control characters, and the Unicode controls that reorder or hide text.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _plain_text(value: str) -> str:
+    if CONTROL.search(value):
+        raise ValueError(
+            "contains a control character (a newline, tab, escape or invisible formatting "
+            "character); write it on one line as plain text"
+        )
+    return value
+
+
+def _command_argument(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which no command can receive; remove it")
+    if not value.strip():
+        raise ValueError("is blank; remove it or give the argument")
+    return value
+
+
 Label = Annotated[str, StringConstraints(min_length=1, max_length=63)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Text = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+    AfterValidator(_plain_text),
+]
 
 
 class SpecError(Exception):
@@ -261,9 +289,11 @@ class Inventory(_Model):
 
     # Run in a Kubernetes Job in the event's namespace, with the event's
     # configuration in its environment, as the checkout service has it.
-    pre_sync_command: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = (
-        Field(min_length=1, max_length=50)
-    )
+    pre_sync_command: list[
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_command_argument)
+        ]
+    ] = Field(min_length=1, max_length=50)
     # Default: the checkout image.
     pre_sync_image: str | None = None
 
@@ -288,6 +318,16 @@ class Contact(_Model):
     email: str | None = None
     chat: Text | None = None
 
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone_as_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                f"{value} was read as a number, which drops the leading + and any spaces; "
+                'write it as a quoted string such as "+351 912 345 678"'
+            )
+        return value
+
     @field_validator("phone")
     @classmethod
     def _phone(cls, value: str | None) -> str | None:
@@ -301,8 +341,9 @@ class Contact(_Model):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is not None and not EMAIL.fullmatch(value):
-            raise ValueError(f"{value!r} is not an email address")
+        if value is not None and (len(value) > MAX_EMAIL or not EMAIL.fullmatch(value)):
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            raise ValueError(f"{shown!r} is not an email address")
         return value
 
     @model_validator(mode="after")
@@ -838,10 +879,13 @@ NON_SPEC_KEYS = (*SECRET_CONFIG_KEYS, EXPORT_VERIFIED_KEY)
 VERIFIED_EXPORT = re.compile(r"s3://[a-z0-9.-]{3,63}/[^#\s]+#sha256=[0-9a-f]{64}")
 # Services an emulator stack must point at the emulator, because the program uses them.
 EMULATOR_SERVICES = (
+    "appconfig",
     "cloudwatch",
     "dynamodb",
     "iam",
     "lambda",
+    # CloudWatch Logs: the Lambdas' log groups.
+    "logs",
     "s3",
     "secretsmanager",
     "sns",

@@ -109,7 +109,9 @@ class Change:
 class ChangeResult:
     """The outcome of `set_flags`: what changed, the new version and its deployment.
 
-    ``version`` is None when every flag already had the requested value.
+    ``version`` is None when every flag already had the requested value. ``redeployed``
+    is True when nothing changed but the latest version had never been deployed (an
+    earlier change whose deployment failed), so this call deployed it.
     """
 
     changes: tuple[Change, ...]
@@ -118,6 +120,7 @@ class ChangeResult:
     version: int | None
     deployment: int | None
     deployment_state: str | None
+    redeployed: bool = False
 
     @property
     def changed(self) -> bool:
@@ -150,9 +153,9 @@ class AuditRecord:
         if len(text) > MAX_DESCRIPTION:
             over = len(text) - MAX_DESCRIPTION
             raise FlagError(
-                f"the audit record is {over} characters over AppConfig's {MAX_DESCRIPTION}-"
-                f"character limit for a version description; shorten the reason by at "
-                f"least {over} characters or change fewer flags at once"
+                f"the audit record (operator, reason and changed flags) is {over} characters "
+                f"over AppConfig's {MAX_DESCRIPTION}-character limit for a version "
+                "description; shorten the reason or change fewer flags at once"
             )
         return text
 
@@ -167,10 +170,15 @@ class AuditRecord:
             return None
         if not isinstance(data, dict) or data.get("audit") != AUDIT_FORMAT:
             return None
+        raw_changes = data.get("changes")
+        if not isinstance(raw_changes, dict):
+            return None
         changes = {
-            str(flag): (bool(pair[0]), bool(pair[1]))
-            for flag, pair in (data.get("changes") or {}).items()
-            if isinstance(pair, list) and len(pair) == 2
+            str(flag): (pair[0], pair[1])
+            for flag, pair in raw_changes.items()
+            if isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(value, bool) for value in pair)
         }
         return cls(
             actor=str(data.get("actor", "")),
@@ -236,7 +244,9 @@ class FlagStore:
                 f"AppConfig profile {self.target.profile_id} has no hosted configuration "
                 "version; run `pulumi up` for the stack, which creates the initial one"
             )
-        return self.read(summaries[-1]["VersionNumber"])
+        latest = self.read(summaries[-1]["VersionNumber"])
+        check_document(latest.document, latest.number)
+        return latest
 
     def create(self, document: Mapping[str, Any], label: str, description: str) -> int:
         """Store ``document`` as a new hosted version and return its number."""
@@ -317,18 +327,61 @@ def flag_names(document: Mapping[str, Any]) -> list[str]:
 
 
 def flag_value(document: Mapping[str, Any], flag: str) -> bool:
-    """Return a flag's ``enabled`` value; raise FlagError naming the known flags if absent."""
+    """Return a flag's ``enabled`` value; raise FlagError naming the known flags if absent.
+
+    A flag with no value entry is off, as AppConfig treats it.
+    """
     names = flag_names(document)
     if flag not in names:
         known = ", ".join(names) if names else "none"
         raise FlagError(f"{flag!r} is not a flag of this stack; valid flags: {known}")
-    value = (document.get("values") or {}).get(flag, {})
-    return bool(value.get("enabled", False)) if isinstance(value, Mapping) else False
+    value = _enabled(document, flag)
+    if value is None:
+        raise FlagError(
+            f"flag {flag} has an enabled value that is not true or false in the latest "
+            "AppConfig version; correct it in the AppConfig console, or set the flag with "
+            "`popstack flags set`"
+        )
+    return value
+
+
+def _enabled(document: Mapping[str, Any], flag: str) -> bool | None:
+    """Return a flag's ``enabled`` value, None when it is not a boolean."""
+    values = document.get("values")
+    entry = values.get(flag) if isinstance(values, Mapping) else None
+    if entry is None:
+        return False
+    if not isinstance(entry, Mapping):
+        return None
+    enabled = entry.get("enabled", False)
+    return enabled if isinstance(enabled, bool) else None
 
 
 def flag_values(document: Mapping[str, Any]) -> dict[str, bool]:
     """Return every flag's ``enabled`` value, by flag key."""
     return {name: flag_value(document, name) for name in flag_names(document)}
+
+
+def check_document(document: Mapping[str, Any], number: int) -> None:
+    """Raise FlagError unless ``document`` is a feature-flag document popstack can change."""
+    flags = document.get("flags")
+    values = document.get("values", {})
+    problem = None
+    if not isinstance(flags, Mapping) or not all(
+        isinstance(entry, Mapping) for entry in flags.values()
+    ):
+        problem = "its flags are not an object of flag objects"
+    elif not isinstance(values, Mapping):
+        problem = "its values are not an object"
+    else:
+        bad = [name for name in flags if _enabled(document, name) is None]
+        if bad:
+            problem = f"enabled is not true or false for {', '.join(sorted(bad))}"
+    if problem:
+        raise FlagError(
+            f"hosted configuration version {number} is not a valid feature-flag document "
+            f"({problem}); correct it in the AppConfig console, then run the command again"
+        )
 
 
 def with_flags(document: Mapping[str, Any], values: Mapping[str, bool]) -> dict[str, Any]:
@@ -371,7 +424,7 @@ def set_flags(
         wanted = {flag: bool(value) for flag, value in changes.items() if old[flag] != value}
         unchanged = tuple(sorted(flag for flag in changes if flag not in wanted))
         if not wanted:
-            return ChangeResult((), unchanged, latest.number, None, None, None)
+            return _deploy_if_pending(store, latest.number, unchanged, label, actor)
         record = AuditRecord(
             actor=actor,
             at=(clock or utc_now)().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -399,6 +452,24 @@ def set_flags(
     return ChangeResult(result_changes, unchanged, latest.number, version, number, state)
 
 
+def _deploy_if_pending(
+    store: FlagStore, number: int, unchanged: tuple[str, ...], label: str, actor: str
+) -> ChangeResult:
+    """Deploy version ``number`` if no deployment of it exists; report no change either way.
+
+    The result carries the newest existing deployment of that version, if there is one.
+    """
+    if store.target.environment_id is None:
+        return ChangeResult((), unchanged, number, None, None, None)
+    for item in reversed(store.deployments()):
+        if str(item.get("ConfigurationVersion")) == str(number):
+            existing = int(item["DeploymentNumber"]), item.get("State")
+            return ChangeResult((), unchanged, number, None, *existing)
+    started = store.deploy(number, f"{label} by {actor}: deploy version {number}, never deployed")
+    deployment, state = started if started else (None, None)
+    return ChangeResult((), unchanged, number, None, deployment, state, redeployed=True)
+
+
 def _state(enabled: bool) -> str:
     return "on" if enabled else "off"
 
@@ -414,7 +485,7 @@ class AuditEntry:
     reason: str
     flag: str
     old: bool | None
-    new: bool
+    new: bool | None
     deployment: int | None
     deployment_state: str | None
 
@@ -426,16 +497,20 @@ def audit_log(
 
     The values come from the documents themselves, so a change made outside popstack (in
     the console, say) is listed too, with an unknown actor. The first version's values
-    are listed with no old value: they are the stack file's initial values.
+    are listed with no old value: they are the stack file's initial values. An audit
+    record is read only from a version with a popstack label, and a value that is not
+    true or false is listed as None; an odd version never stops the log.
     """
     deployed: dict[str, Mapping[str, Any]] = {}
     for item in deployments:
         deployed.setdefault(str(item.get("ConfigurationVersion")), item)
     entries: list[AuditEntry] = []
-    previous: dict[str, bool] | None = None
+    previous: dict[str, bool | None] | None = None
     for version in sorted(versions, key=lambda v: v.number):
-        values = flag_values(version.document)
-        record = AuditRecord.parse(version.description)
+        values = {name: _enabled(version.document, name) for name in flag_names(version.document)}
+        record = (
+            AuditRecord.parse(version.description) if version.label in POPSTACK_LABELS else None
+        )
         if record is not None:
             actor, reason, at = record.actor, record.reason, record.at or None
         elif previous is None:

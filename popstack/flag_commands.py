@@ -266,6 +266,7 @@ def _set_json(stack: str, result: ChangeResult, interval: int | None) -> dict[st
         "version": result.version if result.changed else result.base_version,
         "deployment": result.deployment,
         "deploymentState": result.deployment_state,
+        "redeployed": result.redeployed,
         "pollIntervalSeconds": interval,
     }
 
@@ -274,6 +275,14 @@ def _print_set(result: ChangeResult, interval: int | None) -> None:
     console = shared.console
     for flag in result.unchanged:
         console.print(f"{flag} is already as requested; not changed", highlight=False)
+    if result.redeployed:
+        console.print(
+            f"version {result.base_version} already had these values but was never deployed; "
+            f"deployment {result.deployment} {result.deployment_state} now carries it",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     if not result.changed:
         console.print(f"nothing changed (version {result.base_version})", highlight=False)
         return

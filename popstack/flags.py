@@ -20,12 +20,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from components.spec import CONTROL
 from lambdas.flagstore import FlagError, flag_names, flag_values
 
 TRUE_WORDS = ("on", "true", "yes", "1")
 FALSE_WORDS = ("off", "false", "no", "0")
 MAX_REASON = 500
 NO_REASON = "no reason given"
+MAX_OPERATOR = 100
+
 OPERATOR_VARIABLE = "POPSTACK_OPERATOR"
 
 
@@ -52,6 +55,7 @@ def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, b
         raise FlagError("no flag given; write KEY=on or KEY=off, for example checkout_enabled=off")
     problems: list[str] = []
     values: dict[str, bool] = {}
+    unknown: set[str] = set()
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -59,6 +63,9 @@ def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, b
             problems.append(f"{item!r} is not KEY=VALUE; write for example checkout_enabled=off")
             continue
         if key not in valid:
+            if key in unknown:
+                continue
+            unknown.add(key)
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             problems.append(f"{key!r} is not a flag of this stack{hint}")
@@ -77,8 +84,17 @@ def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, b
 
 
 def check_reason(reason: str | None) -> str:
-    """Return the reason for a change, "no reason given" if none; raise FlagError if too long."""
+    """Return the reason for a change, "no reason given" if none; raise FlagError if too long.
+
+    Runs of white space become one space. Other control characters are rejected, because
+    the reason is printed to terminals by `flags show` and kept in the export.
+    """
     text = " ".join((reason or "").split())
+    if CONTROL.search(text):
+        raise FlagError(
+            "--reason contains a control character (such as an escape sequence); write it "
+            "as plain text"
+        )
     if not text:
         return NO_REASON
     if len(text) > MAX_REASON:
@@ -90,14 +106,19 @@ def check_reason(reason: str | None) -> str:
 
 
 def operator_name(environ: Mapping[str, str] = os.environ) -> str:
-    """Return the name of the person changing flags: $POPSTACK_OPERATOR, else the login."""
-    named = environ.get(OPERATOR_VARIABLE, "").strip()
-    if named:
-        return named
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    """Return the name of the person changing flags: $POPSTACK_OPERATOR, else the login.
+
+    Control characters are dropped and the name is cut to MAX_OPERATOR characters, as it
+    goes into audit records and checkpoints.
+    """
+    named = environ.get(OPERATOR_VARIABLE, "")
+    if not named.strip():
+        try:
+            named = getpass.getuser()
+        except (KeyError, OSError):
+            named = "unknown"
+    cleaned = " ".join(CONTROL.sub(" ", named).split())[:MAX_OPERATOR]
+    return cleaned or "unknown"
 
 
 def actor(sts_client: Any, environ: Mapping[str, str] = os.environ) -> str:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from components.spec import Window
+from components.spec import CONTROL, Window
 
 MAX_REASON = 500
 
@@ -61,20 +61,39 @@ def emergency_from_options(emergency: bool, reason: str | None, operator: str) -
         )
     if len(text) > MAX_REASON:
         raise FreezeError(f"--reason is {len(text)} characters; keep it to {MAX_REASON}")
+    if CONTROL.search(text):
+        raise FreezeError(
+            "--reason contains a control character (such as a newline or an escape "
+            "sequence); write it on one line as plain text"
+        )
     return Emergency(reason=text, operator=operator)
 
 
-def checkpoint_window(config: dict[str, Any]) -> Window | None:
-    """Return the window recorded in a checkpoint's config, or None if it has none."""
-    raw = config.get("popstack:window")
+# A stack file may give spec keys without the namespace (components/spec.py).
+WINDOW_KEYS = ("popstack:window", "window")
+
+
+def checkpoint_window(config: dict[str, Any], source: str) -> Window | None:
+    """Return the window recorded in a checkpoint's config, or None if it has none.
+
+    Raises FreezeError when the config has a window that is no longer valid, because
+    the freeze cannot be judged without it.
+    """
+    key = next((key for key in WINDOW_KEYS if key in config), None)
+    if key is None:
+        return None
+    raw = config[key]
     if isinstance(raw, dict) and set(raw) == {"value"}:
         raw = raw["value"]
-    if not isinstance(raw, dict):
-        return None
     try:
         return Window.model_validate(raw)
-    except ValidationError:
-        return None
+    except ValidationError as error:
+        problem = error.errors()[0].get("msg", "invalid")
+        raise FreezeError(
+            f"the event window recorded in {source} is invalid ({problem}), so the change "
+            "freeze cannot be checked; if this update cannot wait, rerun with --emergency "
+            '--reason "TEXT"'
+        ) from None
 
 
 def check_freeze(

@@ -491,21 +491,51 @@ def enforce_freeze(
     The windows come from the given stack files and from the stack's last good
     checkpoint. Returns the emergency if it broke a freeze in force, else None.
     """
-    windows = list(extra or [])
-    for path in paths:
-        try:
-            windows.append((path.name, load_stack_file(path).spec.window))
-        except SpecError:
-            continue  # The plan reports the file's problems.
-    good = latest_good(store, stack)
-    if good is not None:
-        window = checkpoint_window(good.config)
-        if window is not None:
-            windows.append((f"deployed with checkpoint {good.id}", window))
     try:
+        windows = list(extra or [])
+        for path in paths:
+            try:
+                windows.append((path.name, load_stack_file(path).spec.window))
+            except SpecError:
+                continue  # The plan reports the file's problems; the checkpoints still count.
+        for checkpoint in deployed_checkpoints(store, stack):
+            source = f"deployed with checkpoint {checkpoint.id}"
+            window = checkpoint_window(checkpoint.config, f"checkpoint {checkpoint.id}")
+            if window is not None:
+                windows.append((source, window))
         return check_freeze(stack, windows, now, emergency)
     except FreezeError as error:
         raise LifecycleError(str(error), EXIT_REFUSED) from None
+    except CheckpointError as error:
+        raise LifecycleError(
+            f"{error}; the change freeze cannot be checked without it", EXIT_FAILED
+        ) from None
+
+
+def _checkpoint_windows(checkpoint: Checkpoint) -> list[tuple[str, Window]]:
+    try:
+        window = checkpoint_window(checkpoint.config, f"checkpoint {checkpoint.id}")
+    except FreezeError as error:
+        raise LifecycleError(str(error), EXIT_REFUSED) from None
+    return [] if window is None else [(f"checkpoint {checkpoint.id}", window)]
+
+
+def deployed_checkpoints(store: CheckpointStore, stack: str) -> list[Checkpoint]:
+    """Return the good checkpoints whose windows the freeze must honour, newest first.
+
+    That is the newest good checkpoint and, when it was an emergency update, each good
+    one before it back to the last update made outside an emergency, so an emergency
+    that moved the window does not lift the freeze for the updates after it.
+    """
+    found: list[Checkpoint] = []
+    for checkpoint_id in reversed(store.list_ids(stack)):
+        checkpoint = store.load(stack, checkpoint_id)
+        if checkpoint.status != GOOD:
+            continue
+        found.append(checkpoint)
+        if checkpoint.emergency is None:
+            break
+    return found
 
 
 # --- rollback ----------------------------------------------------------------------------
@@ -667,9 +697,7 @@ def run_rollback(
         store,
         now(),
         emergency,
-        extra=[(f"checkpoint {target.id}", window)]
-        if (window := checkpoint_window(target.config))
-        else [],
+        extra=_checkpoint_windows(target),
     )
     approval.require(
         f"Redeploy stack {stack} from checkpoint {target.id} (revision {target.revision[:12]}, "

@@ -235,15 +235,41 @@ def _sync_flag_schema(stack: str, outcome: DeployOutcome, spec: EventSpec) -> di
     return {"synced": True, "version": version or None, "added": added, "removed": removed}
 
 
+def _warn_missed_pre_sync(outcome: DeployOutcome, spec: EventSpec, now: datetime) -> None:
+    """Warn when an update lands after the pre-sync start but before doors open.
+
+    Kubernetes does not run a CronJob's start that passed before the CronJob existed,
+    so the operator starts the pre-sync by hand.
+    """
+    outputs = outcome.result.outputs
+    job, namespace = outputs.get("preSyncCronJob"), outputs.get("checkoutNamespace")
+    window = spec.window
+    if not outcome.ok or not job or not namespace:
+        return
+    if window.pre_sync_starts <= now < window.opens:
+        outcome.warnings.append(
+            f"the pre-sync start ({window.pre_sync_starts.astimezone(UTC):%Y-%m-%d %H:%M} UTC) "
+            "has passed and doors are not open yet; if the pre-sync job has not run, start "
+            f"it with `kubectl -n {namespace} create job pre-sync-manual "
+            f"--from=cronjob/{job}`"
+        )
+
+
 def _report_deploy(
     stack: str,
     outcome: DeployOutcome,
     store: CheckpointStore,
     store_option: str | None,
     output: _Output,
+    declared: Emergency | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Print the end of a checkpointed update and return its JSON fields and exit code."""
     checkpoint = outcome.checkpoint
+    if declared is not None and checkpoint.emergency is None:
+        outcome.warnings.append(
+            "no change freeze was in force, so --emergency was not needed and is not "
+            "recorded in the checkpoint"
+        )
     if checkpoint.dirty:
         outcome.warnings.append(
             f"the program had uncommitted changes ({', '.join(checkpoint.dirty_paths)}); "
@@ -317,7 +343,10 @@ def up_command(
             now=_now,
         )
         schema = _sync_flag_schema(stack, outcome.deploy, outcome.plan.stack_file.spec)
-        payload, code = _report_deploy(stack, outcome.deploy, store, checkpoint_store, output)
+        _warn_missed_pre_sync(outcome.deploy, outcome.plan.stack_file.spec, _now())
+        payload, code = _report_deploy(
+            stack, outcome.deploy, store, checkpoint_store, output, declared
+        )
         payload["flagSchema"] = schema
         payload["plan"] = {
             "resourceCount": outcome.plan.resource_count,
@@ -397,7 +426,9 @@ def rollback_command(
             return {**base, "checkpoint": _checkpoint_json(outcome.backup, store)}, 0
 
         assert outcome.deploy is not None
-        payload, code = _report_deploy(stack, outcome.deploy, store, checkpoint_store, output)
+        payload, code = _report_deploy(
+            stack, outcome.deploy, store, checkpoint_store, output, declared
+        )
         if code == 0:
             output.line(
                 f"stack {stack} runs revision {target.revision[:12]} with the config of "
@@ -460,7 +491,7 @@ def promote_command(
 
         assert promotion.plan is not None
         schema = _sync_flag_schema(target, outcome, promotion.plan.stack_file.spec)
-        payload, code = _report_deploy(target, outcome, store, checkpoint_store, output)
+        payload, code = _report_deploy(target, outcome, store, checkpoint_store, output, declared)
         payload["flagSchema"] = schema
         payload["warnings"] = [*promotion.warnings, *payload["warnings"]]
         assert promotion.plan is not None

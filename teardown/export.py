@@ -878,7 +878,8 @@ FLAG_AUDIT_COLUMNS = (
 def flag_audit_csv(entries: Iterable[AuditEntry]) -> bytes:
     """Write the flag audit log as CSV, one row per flag change, oldest first.
 
-    old and new are on or off (old is empty for the initial values); actor and reason
+    old and new are on or off (old is empty for the initial values, and a value that is
+    not true or false in AppConfig is written as invalid); actor and reason
     are redacted like other free text, and text that a spreadsheet would run as a
     formula gets a leading apostrophe, as in the other CSV files.
     """
@@ -893,7 +894,7 @@ def flag_audit_csv(entries: Iterable[AuditEntry]) -> bytes:
             _no_formula(redact_text(entry.reason)[0]),
             entry.flag,
             "" if entry.old is None else ("on" if entry.old else "off"),
-            "on" if entry.new else "off",
+            "invalid" if entry.new is None else ("on" if entry.new else "off"),
             "" if entry.deployment is None else entry.deployment,
             entry.deployment_state or "",
             _no_formula(entry.label or ""),

@@ -558,10 +558,16 @@ class Teardown:
                 }
             else:
                 entry["description"] = redact_text(version.description or "")[0]
-            entry["values"] = {
-                name: value.get("enabled")
-                for name, value in sorted(version.document.get("values", {}).items())
-            }
+            values = version.document.get("values")
+            # Kept as AppConfig holds them, even when a console edit left an odd shape.
+            entry["values"] = (
+                {
+                    str(name): value.get("enabled") if isinstance(value, dict) else value
+                    for name, value in sorted(values.items())
+                }
+                if isinstance(values, dict)
+                else values
+            )
             versions.append(entry)
         raw_deployments = store.deployments()
         deployments = [

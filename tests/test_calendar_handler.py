@@ -381,7 +381,7 @@ def test_retry_deploys_undeployed_version(control: Control, aws_client, monkeypa
     control.expect_versions()
     control.expect_deployment_list()
     deployment = control.expect_deployment(
-        2, "popstack calendar: doors close at 2027-03-28T19:00:00+01:00"
+        2, "popstack-calendar by popstack calendar: deploy version 2, never deployed"
     )
     control.expect_sampling(0.05, 5)
     summary = handler.handle({"action": "close"}, None)

@@ -195,6 +195,7 @@ def test_wrong_value_is_refused_with_the_valid_list(
 def test_flag_already_set_changes_nothing(event: DeployedEvent) -> None:
     event.control._list_versions()
     event.control._list_versions()
+    event.control._list_deployments()
 
     result = invoke("set", STACK, "inventory_read_only=off", "--yes")
 
@@ -404,7 +405,9 @@ def test_audit_log_compares_each_version_with_the_one_before() -> None:
             "flags": {key: {} for key in values},
             "values": {key: {"enabled": value} for key, value in values.items()},
         }
-        return HostedVersion(number, None, description, document)
+        return HostedVersion(
+            number, "popstack-flag" if number == 2 else None, description, document
+        )
 
     flip = AuditRecord("rita", "2027-06-05T12:00:00Z", "terminals slow", {"a": (True, False)})
     versions = [
@@ -496,3 +499,123 @@ def test_sync_adds_a_new_location_and_keeps_flipped_values(event: DeployedEvent)
         "flag schema of the stack file changed: added location_pier_enabled"
     )
     event.control.stubber.assert_no_pending_responses()
+
+
+# --- odd documents and descriptions ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        '{"audit": 1, "actor": "console", "changes": ["checkout_enabled"]}',
+        '{"audit": 1, "actor": "console", "changes": "abc"}',
+        '{"audit": 1, "actor": "console", "changes": 5}',
+    ],
+)
+def test_malformed_audit_record_is_no_record(description: str) -> None:
+    assert AuditRecord.parse(description) is None
+
+
+def test_audit_record_is_trusted_only_with_a_popstack_label() -> None:
+    forged = AuditRecord("rita", "2027-06-05T12:00:00Z", "approved", {"a": (True, False)})
+    document = {"flags": {"a": {}}, "values": {"a": {"enabled": True}}}
+    changed = {"flags": {"a": {}}, "values": {"a": {"enabled": False}}}
+    versions = [
+        HostedVersion(1, None, "initial", document),
+        HostedVersion(2, "console", forged.description(), changed),
+    ]
+
+    [_, entry] = audit_log(versions, [])
+
+    assert (entry.actor, entry.reason) == ("unknown (not made with popstack)", forged.description())
+
+
+def test_audit_log_survives_odd_documents() -> None:
+    document = {"flags": {"a": {}, "b": {}}, "values": {"a": {"enabled": True}}}
+    versions = [
+        HostedVersion(1, None, "initial", document),
+        HostedVersion(2, None, "text", {"flags": {"a": {}}, "values": {"a": {"enabled": "false"}}}),
+        HostedVersion(3, None, "list", {"flags": {"a": {}}, "values": ["x"]}),
+        HostedVersion(4, None, "flags", {"flags": "a"}),
+    ]
+
+    entries = [(e.version, e.flag, e.old, e.new) for e in audit_log(versions, [])]
+
+    assert entries == [
+        (1, "a", None, True),
+        (1, "b", None, False),
+        (2, "a", True, None),
+        (3, "a", None, False),
+    ]
+
+
+def test_set_rejects_a_latest_version_with_a_text_boolean(event: DeployedEvent) -> None:
+    control = event.control
+    document = hosted(event, 1)["document"]
+    document["values"]["checkout_enabled"] = {"enabled": "false"}
+    event.clients["appconfig"].create_hosted_configuration_version(
+        ApplicationId=control.application_id,
+        ConfigurationProfileId=control.profile_id,
+        Content=json.dumps(document).encode(),
+        ContentType="application/json",
+    )
+    control.add_version(None)
+    control._list_versions()
+
+    result = invoke("set", STACK, "checkout_enabled=on", "--yes")
+
+    assert result.exit_code == teardown_commands.EXIT_BAD_INPUT
+    assert (
+        "hosted configuration version 2 is not a valid feature-flag document (enabled is "
+        "not true or false for checkout_enabled); correct it in the AppConfig console"
+    ) in result.output
+    with pytest.raises(event.clients["appconfig"].exceptions.ClientError):
+        hosted(event, 3)
+
+
+def test_set_deploys_a_version_whose_deployment_failed(event: DeployedEvent) -> None:
+    control = event.control
+    control._list_versions()
+    control._list_versions()
+    control.add_version(LABEL_FLAG)
+    control._list_versions()
+    control.stubber.add_client_error(
+        "start_deployment",
+        service_error_code="ConflictException",
+        service_message="Deployment 1 is in progress",
+        http_status_code=409,
+    )
+    assert invoke("set", STACK, "elevated_sampling=on", "--yes").exit_code == 2
+    control._list_versions()
+    control._list_versions()
+    control._list_deployments()
+    control._start_deployment(
+        2, f"popstack-flag by {ACTOR}: deploy version 2, never deployed", STARTED
+    )
+
+    result = invoke("set", STACK, "elevated_sampling=on", "--yes", "--json")
+
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert (payload["changed"], payload["redeployed"]) == (False, True)
+    assert (payload["version"], payload["deployment"]) == (2, 2)
+    control.stubber.assert_no_pending_responses()
+
+
+def test_reason_and_operator_drop_control_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from popstack.flags import operator_name
+
+    with pytest.raises(FlagError, match="--reason contains a control character"):
+        check_reason("till\x1b[2J queue")
+    assert operator_name({"POPSTACK_OPERATOR": "rita\n\x1b[31m sousa"}) == "rita [31m sousa"
+    assert operator_name({"POPSTACK_OPERATOR": "r" * 300}) == "r" * 100
+
+
+def test_unknown_key_given_twice_is_reported_once() -> None:
+    with pytest.raises(FlagError) as raised:
+        parse_assignments(["nope=1", "nope=1"], ["checkout_enabled"])
+
+    assert str(raised.value).splitlines() == [
+        "'nope' is not a flag of this stack",
+        "valid flags: checkout_enabled",
+    ]

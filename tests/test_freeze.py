@@ -234,3 +234,75 @@ def test_promote_into_an_open_event_is_refused_before_writing(
     assert json.loads(result.stdout)["error"].startswith("stack prod is in its change freeze")
     assert repo.read("stacks/Pulumi.prod.yaml") == prod_before
     assert [call for call in engine.calls if call[0] == "up"] == []
+
+
+def test_window_without_namespace_is_frozen_from_its_checkpoint(
+    repo: Repo, engine: RecordingEngine, cli: Callable[..., Any], at: Callable[[datetime], None]
+) -> None:
+    repo.edit("stacks/Pulumi.staging.yaml", "  popstack:window:", "  window:")
+    repo.commit("Write the window without the namespace")
+    at(SPRING_OPENS - timedelta(days=1))
+    assert cli("up", "staging", "--yes").exit_code == 0
+    repo.edit(
+        "stacks/Pulumi.staging.yaml",
+        'opens: "2027-03-26T10:00:00+00:00"',
+        'opens: "2027-03-28T10:00:00+01:00"',
+    )
+    at(SPRING_OPENS + timedelta(hours=1))
+
+    result = cli("up", "staging", "--yes")
+
+    assert result.exit_code == lifecycle.EXIT_REFUSED, result.output
+    assert "(deployed with checkpoint " in result.output
+
+
+def test_invalid_checkpoint_window_refuses(
+    repo: Repo, engine: RecordingEngine, cli: Callable[..., Any], at: Callable[[datetime], None]
+) -> None:
+    at(SPRING_OPENS - timedelta(days=1))
+    assert cli("up", "staging", "--yes").exit_code == 0
+    [path] = checkpoint_files(repo, "staging")
+    document = read_checkpoint(path)
+    document["config"]["popstack:window"]["timeZone"] = "Europe/Lisbn"
+    path.write_text(json.dumps(document))
+    at(SPRING_OPENS + timedelta(days=10))
+
+    result = cli("up", "staging", "--yes")
+
+    assert result.exit_code == lifecycle.EXIT_REFUSED, result.output
+    assert f"the event window recorded in checkpoint {document['id']} is invalid" in (
+        " ".join(result.output.split())
+    )
+
+
+def test_emergency_that_moved_the_window_keeps_the_freeze(
+    repo: Repo, engine: RecordingEngine, cli: Callable[..., Any], at: Callable[[datetime], None]
+) -> None:
+    at(SPRING_OPENS - timedelta(days=1))
+    assert cli("up", "staging", "--yes").exit_code == 0
+    repo.edit(
+        "stacks/Pulumi.staging.yaml",
+        'opens: "2027-03-26T10:00:00+00:00"',
+        'opens: "2027-03-28T10:00:00+01:00"',
+    )
+    at(SPRING_OPENS + timedelta(hours=1))
+    assert cli("up", "staging", "--yes", "--emergency", "--reason", "moved").exit_code == 0
+    repo.edit("stacks/Pulumi.staging.yaml", "peakRps: 120", "peakRps: 130")
+
+    result = cli("up", "staging", "--yes")
+
+    assert result.exit_code == lifecycle.EXIT_REFUSED, result.output
+    assert [call[0] for call in engine.calls].count("up") == 2
+
+
+def test_emergency_outside_the_freeze_is_not_recorded(
+    repo: Repo, engine: RecordingEngine, cli: Callable[..., Any], at: Callable[[datetime], None]
+) -> None:
+    at(SPRING_OPENS - timedelta(days=1))
+
+    result = cli("up", "staging", "--yes", "--emergency", "--reason", "just in case")
+
+    assert result.exit_code == 0, result.output
+    assert "no change freeze was in force, so --emergency was not needed" in result.output
+    [path] = checkpoint_files(repo, "staging")
+    assert read_checkpoint(path)["emergency"] is None

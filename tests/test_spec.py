@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pytest
@@ -623,8 +625,9 @@ def test_plain_kubeconfig_rejected(tmp_path: Path) -> None:
         ),
         (
             [{"s3": "http://127.0.0.1:5000"}],
-            "is true but aws:endpoints does not list cloudwatch, dynamodb, iam, lambda, "
-            "secretsmanager, sns, sqs, sts; point every service the stack uses at the emulator",
+            "is true but aws:endpoints does not list appconfig, cloudwatch, dynamodb, iam, "
+            "lambda, logs, secretsmanager, sns, sqs, sts; point every service the stack uses "
+            "at the emulator",
         ),
         (
             ["http://127.0.0.1:5000"],
@@ -648,3 +651,72 @@ def test_id_with_trailing_newline_rejected(tmp_path: Path) -> None:
         load_stack_file(path)
 
     assert "is not a DNS-1123 label" in caught.value.problems[0]
+
+
+def test_emulator_stack_sends_every_service_it_uses_to_the_emulator(
+    recorded: Callable[..., Any],
+) -> None:
+    """Each AWS module the demo program uses, and CloudWatch Logs for log groups, has an
+    endpoint on 127.0.0.1; any other would send calls to real AWS."""
+    from components.spec import EMULATOR_SERVICES
+
+    stack_file = load_stack_file(Path("stacks/Pulumi.demo.yaml"))
+    [endpoints] = stack_file.config["aws:endpoints"]
+    types = {resource.type for resource in recorded("demo").resources}
+    used = {type_.split(":")[1].split("/")[0] for type_ in types if type_.startswith("aws:")}
+    if "aws:cloudwatch/logGroup:LogGroup" in types:
+        used.add("logs")
+
+    assert used <= set(EMULATOR_SERVICES)
+    assert set(EMULATOR_SERVICES) <= set(endpoints)
+    assert {url for url in endpoints.values()} == {"http://127.0.0.1:5000"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            'phone: "+351 210 000 001"',
+            "phone: +351210000001",
+            "popstack:escalation[0].phone: 351210000001 was read as a number, which drops the "
+            'leading + and any spaces; write it as a quoted string such as "+351 912 345 678"',
+        ),
+        (
+            "name: Duty manager",
+            'name: "Duty\\e[31m manager"',
+            "popstack:escalation[0].name: contains a control character (a newline, tab, "
+            "escape or invisible formatting character); write it on one line as plain text",
+        ),
+        (
+            "role: Store operations",
+            'role: "\\u200b\\u200b"',
+            "popstack:escalation[0].role: contains a control character",
+        ),
+        (
+            'phone: "+351 210 000 001"',
+            'email: "x](https://evil.example/pay)@a.io"',
+            "popstack:escalation[0].email: 'x](https://evil.example/pay)@a.io' is not an "
+            "email address",
+        ),
+        (
+            'preSyncCommand: ["/app/bin/inventory-sync", "--all-locations"]',
+            'preSyncCommand: ["/app/bin/inventory-sync", "  "]',
+            "popstack:inventory.preSyncCommand[1]: is blank; remove it or give the argument",
+        ),
+        (
+            'preSyncCommand: ["/app/bin/inventory-sync", "--all-locations"]',
+            'preSyncCommand: ["/app/bin/sync\\0x"]',
+            "popstack:inventory.preSyncCommand[0]: contains a NUL character",
+        ),
+    ],
+)
+def test_contact_and_command_values_are_checked(
+    tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    path = write_variant(tmp_path, old, new)
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    [reported] = caught.value.problems
+    assert problem in reported

@@ -196,19 +196,27 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
         reason = f"doors close at {config.closes.isoformat()}"
     store = make_flag_store(config.target)
     result = set_flags(store, changes, actor=ACTOR, reason=reason, label=LABEL_CALENDAR, clock=now)
+    deployment = (result.deployment, result.deployment_state)
     if result.changed:
-        deployment = (result.deployment, result.deployment_state)
         logger.info(
             "event %s: %s set %s in version %s, deployment %s %s",
             config.event_id,
             action,
             ", ".join(f"{c.flag} {_state(c.old)} -> {_state(c.new)}" for c in result.changes),
             result.version,
-            result.deployment,
-            result.deployment_state,
+            *deployment,
+        )
+    elif result.redeployed:
+        logger.warning(
+            "event %s: %s found %s already set in version %s, which was never deployed; "
+            "deployment %s %s",
+            config.event_id,
+            action,
+            ", ".join(result.unchanged),
+            result.base_version,
+            *deployment,
         )
     else:
-        deployment = deploy_undeployed(store, result.base_version, f"{ACTOR}: {reason}")
         logger.info(
             "event %s: %s found %s already set in version %s; nothing written; deployment %s %s",
             config.event_id,
@@ -227,28 +235,6 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
     if config.sampling is not None:
         summary["sampling"] = set_sampling(config, action)
     return summary
-
-
-def deploy_undeployed(
-    store: FlagStore, version: int, description: str
-) -> tuple[int | None, str | None]:
-    """Deploy `version` unless a deployment of it exists; return its number and state.
-
-    Returns the existing deployment's number and state, or (None, None) for a stack
-    without an AppConfig environment.
-    """
-    if store.target.environment_id is None:
-        return None, None
-    for item in reversed(store.deployments()):
-        if str(item.get("ConfigurationVersion")) == str(version):
-            return int(item["DeploymentNumber"]), item.get("State")
-    logger.warning(
-        "profile %s: version %s has the requested flags but was never deployed; deploying it",
-        store.target.profile_id,
-        version,
-    )
-    started = store.deploy(version, description)
-    return started if started else (None, None)
 
 
 def set_sampling(config: CalendarConfig, action: str) -> dict[str, Any]:

@@ -344,6 +344,20 @@ class AppConfigControl:
         self._start_deployment(number, description, started)
         return number
 
+    def expect_flip_conflict(self, label: str = "popstack-flag") -> int:
+        """Queue a `flags set` whose deployment AppConfig rejects: another is in progress."""
+        self._list_versions()
+        self._list_versions()
+        number = self.add_version(label)
+        self._list_versions()
+        self.stubber.add_client_error(
+            "start_deployment",
+            service_error_code="ConflictException",
+            service_message="Deployment 1 is in progress",
+            http_status_code=409,
+        )
+        return number
+
     def expect_read(self) -> None:
         """Queue `flags show`: list versions, then list deployments."""
         self._list_versions()

@@ -209,16 +209,7 @@ def test_flag_already_set_changes_nothing(event: DeployedEvent) -> None:
 
 def test_deployment_conflict_reported(event: DeployedEvent) -> None:
     control = event.control
-    control._list_versions()
-    control._list_versions()
-    control.add_version(LABEL_FLAG)
-    control._list_versions()
-    control.stubber.add_client_error(
-        "start_deployment",
-        service_error_code="ConflictException",
-        service_message="Deployment 1 is in progress",
-        http_status_code=409,
-    )
+    control.expect_flip_conflict()
 
     result = invoke("set", STACK, "elevated_sampling=on", "--yes")
 
@@ -575,16 +566,7 @@ def test_set_rejects_a_latest_version_with_a_text_boolean(event: DeployedEvent) 
 
 def test_set_deploys_a_version_whose_deployment_failed(event: DeployedEvent) -> None:
     control = event.control
-    control._list_versions()
-    control._list_versions()
-    control.add_version(LABEL_FLAG)
-    control._list_versions()
-    control.stubber.add_client_error(
-        "start_deployment",
-        service_error_code="ConflictException",
-        service_message="Deployment 1 is in progress",
-        http_status_code=409,
-    )
+    control.expect_flip_conflict()
     assert invoke("set", STACK, "elevated_sampling=on", "--yes").exit_code == 2
     control._list_versions()
     control._list_versions()

@@ -213,17 +213,25 @@ def runbook(
     ] = True,
 ) -> None:
     """Render the on-call runbook for an event: what to do, switches, receipts, contacts."""
+    from rich.markup import escape
+
     from popstack import runbook as runbooks
 
     if output_format is not None and output_format not in runbooks.FORMATS:
         raise fail(f"--format {output_format!r} is not a runbook format; use md or html")
-    if to is not None and to.exists() and not to.is_dir():
-        raise fail(f"--to {to} is a file; give a directory for runbook.md and runbook.html")
     try:
+        if to is not None:
+            runbooks.check_directory(to)
         stack_file = load_stack_file(stack_path(stack))
+    except runbooks.RunbookError as error:
+        raise fail(escape(str(error))) from None
     except SpecError as error:
         errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:
+        runbooks.check_stack(stack_file)
+    except runbooks.RunbookError as error:
+        raise fail(escape(str(error))) from None
     problem: str | None = "popstack runbook ran with --no-outputs"
     stack_outputs: dict = {}
     if outputs:
@@ -239,15 +247,21 @@ def runbook(
         values = runbooks.stack_values(stack_file, stack_outputs, problem)
         context = runbooks.runbook_context(stack_file, values)
     except runbooks.RunbookError as error:
-        raise fail(str(error)) from None
+        raise fail(escape(str(error))) from None
     if to is None:
         sys.stdout.write(runbooks.render_context(context, output_format or "md"))
         return
-    to.mkdir(parents=True, exist_ok=True)
-    for name in [output_format] if output_format else runbooks.FORMATS:
-        path = to / f"runbook.{name}"
-        path.write_text(runbooks.render_context(context, name), encoding="utf-8")
-        console.print(f"wrote {path}", highlight=False)
+    # Every requested format is rendered before any file is written.
+    documents = {
+        name: runbooks.render_context(context, name)
+        for name in ([output_format] if output_format else runbooks.FORMATS)
+    }
+    try:
+        written = runbooks.write_runbooks(to, documents)
+    except runbooks.RunbookError as error:
+        raise fail(escape(str(error))) from None
+    for path in written:
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _register_commands() -> None:

@@ -7,11 +7,22 @@ the two formats carry the same commands, links, contacts and times.
 Names and ids come from the stack's outputs when the engine can read them, and from
 the plan otherwise: the physical names that components/naming.py derives from the
 event id. The page names the source each run used.
+
+Every value from the stack file or the outputs is quoted with `shell_word` where it
+goes into a shell command. The Markdown environment escapes every `{{ ... }}` value as
+inline text unless a filter has already made it Markdown (`code`, `code_line`, `url`),
+so a name cannot add markup, links, headings or table cells; literal template text is
+printed as written. The HTML environment autoescapes.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import secrets
 import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
@@ -22,10 +33,12 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
+from components.calendar import rotates_after_close, rotation_after_close, teardown_warnings
 from components.flags import ENVIRONMENT, PROFILE, flag_document, location_flag
 from components.naming import physical_name
 from components.receipts import RECEIPTS_PREFIX
 from components.spec import Contact, EventSpec, StackFile
+from popstack.checkpoints import CheckpointError, check_stack_name
 from popstack.engine import SECRET_MASK, AutomationEngine, Engine, EngineError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -34,6 +47,10 @@ FORMATS = ("md", "html")
 # Stands in for the AWS account id in plan values. The plan's own account id
 # (123456789012) is a mock, so it would give a wrong bucket name.
 ACCOUNT_PLACEHOLDER = "<account-id>"
+
+# AWS region names such as eu-west-1 or us-gov-west-1. The region becomes part of the
+# console links' host name, so any other value is rejected.
+AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 # The stack outputs the runbook prints, each of which the plan can also name.
 OUTPUT_KEYS = (
@@ -74,7 +91,10 @@ REASONS = {
 
 
 class RunbookError(Exception):
-    """A stack file without a value the runbook needs. The message names the fix."""
+    """A stack file value the runbook cannot use, or a --to directory it cannot write to.
+
+    The message names the path and the fix.
+    """
 
 
 def make_engine() -> Engine:
@@ -159,13 +179,33 @@ def stack_values(
     return StackValues(values, frozenset(used), outputs_problem)
 
 
+def check_stack(stack_file: StackFile) -> None:
+    """Raise RunbookError unless the stack name is one the Pulumi CLI accepts.
+
+    The name goes into every command on the page, and it comes from the file name,
+    which may contain any character.
+    """
+    try:
+        check_stack_name(stack_file.stack)
+    except CheckpointError as error:
+        raise RunbookError(
+            f"{stack_file.path}: {error} (the stack name is the part of the file name "
+            "between Pulumi. and .yaml)"
+        ) from None
+
+
 def stack_region(stack_file: StackFile) -> str:
-    """Return the stack's `aws:region`, or raise RunbookError when it is not set."""
+    """Return the stack's `aws:region`, or raise RunbookError when it is missing or invalid."""
     region = stack_file.config.get("aws:region")
-    if not isinstance(region, str) or not region:
+    if region is None or region == "":
         raise RunbookError(
             f"{stack_file.path}: aws:region is missing; set it, for example "
             f"`pulumi config set aws:region eu-west-1 --stack {stack_file.stack}`"
+        )
+    if not isinstance(region, str) or not AWS_REGION.fullmatch(region):
+        raise RunbookError(
+            f"{stack_file.path}: aws:region {region!r} is not an AWS region name; "
+            "set one such as eu-west-1"
         )
     return region
 
@@ -184,9 +224,41 @@ def emulator_endpoints(stack_file: StackFile) -> dict[str, str]:
 # --- the context both templates render ---------------------------------------------------
 
 
+# Control characters, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ANSI_C_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _ansi_c_escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if character in _ANSI_C_ESCAPES:
+        return _ANSI_C_ESCAPES[character]
+    # bash reads at most 2 digits after \x and 4 after \u, so a fixed width ends each escape.
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def shell_word(value: str) -> str:
+    """Quote one word for a POSIX shell.
+
+    shlex.quote would keep a control character, such as a newline, raw inside its quotes,
+    where it breaks the command's line on the page. A value with one is written in
+    ANSI-C quoting instead, $'...' with the character as an escape sequence, which bash,
+    zsh and ksh read.
+    """
+    if not _CONTROL.search(value):
+        return shlex.quote(value)
+    body = re.sub(r"[\\']|" + _CONTROL.pattern, _ansi_c_escape, value)
+    return f"$'{body}'"
+
+
 def flag_command(stack: str, key: str, state: str, reason: str) -> str:
-    """Return the `popstack flags set` command that sets one switch."""
-    return f'popstack flags set {stack} {key}={state} --reason "{reason}"'
+    """Return the `popstack flags set` command that sets one switch.
+
+    The reason is one of REASONS or names a location id (a DNS label), so the double
+    quotes around it need no escaping.
+    """
+    return f'popstack flags set {shell_word(stack)} {key}={state} --reason "{reason}"'
 
 
 def _reason(key: str, state: str, location_ids: Mapping[str, str]) -> str:
@@ -203,15 +275,19 @@ def appconfig_url(region: str, application_id: str | None, profile_id: str | Non
     """Return the AppConfig console page of the flag profile, or of the region's applications."""
     if application_id and profile_id:
         return (
-            f"{_console(region)}/systems-manager/appconfig/applications/{application_id}"
-            f"/featureflags/{profile_id}/versions?region={region}"
+            f"{_console(region)}/systems-manager/appconfig/applications/"
+            f"{quote(application_id, safe='')}/featureflags/{quote(profile_id, safe='')}"
+            f"/versions?region={region}"
         )
     return f"{_console(region)}/systems-manager/appconfig/applications?region={region}"
 
 
 def dashboard_url(region: str, name: str) -> str:
     """Return the CloudWatch console page of one dashboard."""
-    return f"{_console(region)}/cloudwatch/home?region={region}#dashboards/dashboard/{name}"
+    return (
+        f"{_console(region)}/cloudwatch/home?region={region}"
+        f"#dashboards/dashboard/{quote(name, safe='')}"
+    )
 
 
 def s3_url(region: str, bucket: str, prefix: str) -> str:
@@ -219,7 +295,7 @@ def s3_url(region: str, bucket: str, prefix: str) -> str:
     if ACCOUNT_PLACEHOLDER in bucket:
         return f"https://s3.console.aws.amazon.com/s3/buckets?region={region}"
     return (
-        f"https://s3.console.aws.amazon.com/s3/buckets/{bucket}"
+        f"https://s3.console.aws.amazon.com/s3/buckets/{quote(bucket, safe='')}"
         f"?region={region}&prefix={quote(prefix)}"
     )
 
@@ -264,7 +340,7 @@ def _source_sentence(stack: str, values: StackValues) -> str:
 def aws_command(endpoints: Mapping[str, str], service: str) -> str:
     """Return the start of an AWS CLI command, aimed at the emulator when the stack has one."""
     endpoint = endpoints.get(service)
-    return f"aws --endpoint-url {endpoint}" if endpoint else "aws"
+    return f"aws --endpoint-url {shell_word(endpoint)}" if endpoint else "aws"
 
 
 def _flags(stack: str, spec: EventSpec, console_url: str | None) -> list[dict[str, Any]]:
@@ -335,7 +411,8 @@ def _receipts(
                 "name": location.name,
                 "uri": f"s3://{bucket}/{prefix}",
                 "upload_command": (
-                    f"{aws_command(endpoints, 's3')} s3 cp {file_name} s3://{bucket}/{prefix}"
+                    f"{aws_command(endpoints, 's3')} s3 cp {shell_word(file_name)} "
+                    f"{shell_word(f's3://{bucket}/{prefix}')}"
                 ),
                 "console_url": None if spec.emulator else s3_url(region, bucket, prefix),
             }
@@ -353,14 +430,48 @@ def _receipts(
 
 
 def _times(spec: EventSpec) -> list[dict[str, str]]:
-    """Return the window's edges and the teardown deadline, in local time and in UTC."""
+    """Return the event calendar: each time in local time and UTC, with what happens then.
+
+    An emulator stack has no Scheduler schedules, so nothing happens by itself there.
+    """
     zone = ZoneInfo(spec.window.time_zone)
-    edges = [
-        ("Stock pre-sync starts", spec.window.pre_sync_starts),
-        ("Doors open: change freeze starts", spec.window.opens),
-        ("Doors close: change freeze ends", spec.window.closes),
-        ("Teardown deadline (the stack expires)", spec.expires_at),
-    ]
+    automatic = not spec.emulator
+    edges = []
+    if spec.window.pre_sync_hours:
+        edges.append(
+            ("Stock pre-sync starts: the stock sync job runs", spec.window.pre_sync_starts)
+        )
+    edges.append(
+        (
+            "Doors open: change freeze starts"
+            + ("; elevated sampling switches on by itself" if automatic else ""),
+            spec.window.opens,
+        )
+    )
+    edges.append(
+        (
+            "Doors close: change freeze ends"
+            + ("; checkout and elevated sampling switch off by themselves" if automatic else ""),
+            spec.window.closes,
+        )
+    )
+    if automatic and any(
+        rotates_after_close(spec.window, secret.rotation_days) for secret in spec.secrets
+    ):
+        edges.append(
+            ("Secrets held back during the event rotate", rotation_after_close(spec.window))
+        )
+    if automatic:
+        edges += [
+            (
+                "Teardown warning to the alert topic: "
+                f"{int(warning.before_deadline.total_seconds() // 3600)} h left",
+                warning.at,
+            )
+            for warning in teardown_warnings(spec)
+            if warning.at < spec.expires_at
+        ]
+    edges.append(("Teardown deadline (the stack expires)", spec.expires_at))
     return [
         {
             "label": label,
@@ -373,6 +484,7 @@ def _times(spec: EventSpec) -> list[dict[str, str]]:
 
 def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any]:
     """Build the facts both runbook templates print."""
+    check_stack(stack_file)
     spec = stack_file.spec
     stack = stack_file.stack
     region = stack_region(stack_file)
@@ -411,7 +523,7 @@ def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any
             {"id": location.id, "name": location.name, "flag": by_key[location_flag(location.id)]}
             for location in spec.locations
         ],
-        "flags_show_command": f"popstack flags show {stack}",
+        "flags_show_command": f"popstack flags show {shell_word(stack)}",
         "flags_console_url": flags_console,
         "flags_console_known": flags_console_known,
         "flags_console_label": (
@@ -424,13 +536,15 @@ def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any
         "flags_environment": ENVIRONMENT,
         "flags_strategy": physical_name(spec.id, "appconfig", "all-at-once"),
         "poll_interval_seconds": spec.flags.poll_interval_seconds,
-        # TODO: add the command that re-runs the pre-sync (`kubectl create job --from=...`)
-        # once the stack names a pre-sync CronJob. Until then the page names only the command.
-        "pre_sync_command": shlex.join(spec.inventory.pre_sync_command),
+        "pre_sync_command": " ".join(map(shell_word, spec.inventory.pre_sync_command)),
+        "pre_sync_rerun_command": (
+            f"kubectl -n {shell_word(names['checkoutNamespace'] or '')} create job "
+            f"pre-sync-manual --from=cronjob/{physical_name(spec.id, 'cronjob', 'pre-sync')}"
+        ),
         "namespace": names["checkoutNamespace"],
         "cluster_context": spec.cluster.context,
         "up_emergency_command": (
-            f'popstack up {stack} --emergency --reason "cache throttling at peak"'
+            f'popstack up {shell_word(stack)} --emergency --reason "cache throttling at peak"'
         ),
         "receipts": _receipts(spec, names["receiptsBucket"] or "", region, endpoints),
         "escalation": [_contact(c) for c in sorted(spec.escalation, key=lambda c: c.level)],
@@ -440,7 +554,7 @@ def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any
             "url": None if spec.emulator else dashboard_url(region, dashboard),
             "cli_command": (
                 f"{aws_command(endpoints, 'cloudwatch')} cloudwatch get-dashboard "
-                f"--dashboard-name {dashboard}"
+                f"--dashboard-name {shell_word(dashboard)}"
             ),
         },
         "alerts": {"topic_arn": names["alertTopicArn"], "email": spec.alerts.email},
@@ -453,30 +567,125 @@ def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any
         "cache_max_ecpu": spec.cache.max_ecpu_per_second,
         "dead_letter_command": (
             f"{aws_command(endpoints, 'sqs')} sqs receive-message --queue-url "
-            f"{dead_letter_queue} --max-number-of-messages 10"
+            f"{shell_word(dead_letter_queue)} --max-number-of-messages 10"
         ),
-        "teardown_command": f"popstack teardown {stack} --settlements FILE",
+        "teardown_command": f"popstack teardown {shell_word(stack)} --settlements FILE",
+        "runbook_command": f"popstack runbook {shell_word(stack)}",
     }
 
 
 # --- rendering -------------------------------------------------------------------------
 
 
-def _markdown_cell(value: object) -> str:
-    """Escape a value for one Markdown table cell."""
-    return " ".join(str(value).split()).replace("|", "\\|")
+class Markdown(str):
+    """Text that is already Markdown, which the Markdown template prints unchanged."""
 
 
-def _environment(autoescape: bool) -> jinja2.Environment:
+# What CommonMark or GitHub Flavored Markdown reads as markup anywhere in a line. That
+# is a punctuation character in the class below, the '&' of an entity reference, and a
+# '_' that can open or close emphasis (one between two letters or digits cannot). It is
+# also the first '#' of a run that can open or close an ATX heading.
+_INLINE_MARKUP = re.compile(
+    r"[\\`*\[\]<>|~]"
+    r"|&(?=[#A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"
+    r"|(?:(?<=\s)|^)#(?=#*(?:\s|$))"
+)
+# Block markers that count only at the start of a line: a bullet list item, a thematic
+# break, a setext heading underline, or an ordered list item. A value placed after "- "
+# or at the start of a template line starts a line in this sense.
+_BULLET_OR_UNDERLINE = re.compile(r"^([-+=])(?=\s|$|\1)")
+_ORDERED_ITEM = re.compile(r"^([0-9]{1,9})([.)])(?=\s|$)")
+# Characters a link destination keeps as they are: RFC 3986's unreserved and reserved
+# characters, less the ones Markdown reads in a destination ('(', ')', '[', ']'), ';'
+# (which could end an entity reference), and '%' unless it starts an escape.
+_URL_UNSAFE = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9\-._~:/?#@!$&'*+,=%]")
+
+
+def markdown_text(value: object) -> Markdown:
+    """Escape a value as Markdown inline text, in a paragraph, list item or table cell.
+
+    Runs of whitespace, newlines included, become one space, so the value stays on its
+    line. Other control characters become U+FFFD.
+    """
+    text = _CONTROL.sub("\ufffd", " ".join(str(value).split()))
+    text = _INLINE_MARKUP.sub(r"\\\g<0>", text)
+    text = _BULLET_OR_UNDERLINE.sub(r"\\\1", text)
+    return Markdown(_ORDERED_ITEM.sub(r"\1\\\2", text))
+
+
+def markdown_code(value: object, table_cell: bool = False) -> Markdown:
+    """Return a value as a Markdown code span, or in a table cell if `table_cell`.
+
+    The fence is one backtick longer than the longest backtick run in the value, and a
+    space pads each side where CommonMark would otherwise merge a backtick into the
+    fence or strip a space of the value. Line breaks and other control characters
+    become U+FFFD, because a line break would end the paragraph or the table row.
+    """
+    text = _CONTROL.sub("\ufffd", str(value))
+    if table_cell:
+        if "\\|" in text:
+            # Escaping the pipe of a backslash and a pipe gives two backslashes and a
+            # pipe. GFM's table grammar (as markdown-rs implements it) reads that as an
+            # escaped backslash and a cell boundary, while markdown-it reads a backslash
+            # and an escaped pipe. Escaped text reads the same in both.
+            return markdown_text(text)
+        text = text.replace("|", "\\|")
+    if not text:
+        return Markdown("` `")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    if text.strip(" ") and (text[0] in "` " or text[-1] in "` "):
+        text = f" {text} "
+    return Markdown(f"{fence}{text}{fence}")
+
+
+def markdown_code_line(value: object) -> Markdown:
+    """Return a value as one line of a fenced code block, with control characters as U+FFFD.
+
+    Each template line in a fenced block starts with literal text, so no value can
+    start a line that closes the fence.
+    """
+    return Markdown(_CONTROL.sub("\ufffd", str(value)))
+
+
+def _percent_encode(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode())
+
+
+def markdown_url(value: object) -> Markdown:
+    """Return a URL as a Markdown link destination, percent-encoding what Markdown reads.
+
+    The context builds its URLs from quoted parts, so for those this returns them as
+    they are and the HTML page links the same address.
+    """
+    return Markdown(_URL_UNSAFE.sub(_percent_encode, str(value)))
+
+
+def _escape_markdown(value: object) -> object:
+    """Escape every `{{ ... }}` value of the Markdown template that no filter made Markdown."""
+    return value if isinstance(value, Markdown) else markdown_text(value)
+
+
+def _environment(output_format: str) -> jinja2.Environment:
+    options: dict[str, Any] = {}
+    if output_format == "md":
+        options["finalize"] = _escape_markdown
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=autoescape,
+        autoescape=output_format == "html",
         trim_blocks=True,
         lstrip_blocks=True,
+        **options,
     )
-    environment.filters["cell"] = _markdown_cell
+    if output_format == "md":
+        environment.filters.update(
+            code=markdown_code,
+            cell_code=lambda value: markdown_code(value, table_cell=True),
+            code_line=markdown_code_line,
+            url=markdown_url,
+        )
     return environment
 
 
@@ -485,7 +694,7 @@ def render_context(context: Mapping[str, Any], output_format: str) -> str:
     if output_format not in FORMATS:
         raise ValueError(f"unknown runbook format {output_format!r}; use md or html")
     template = f"runbook.{output_format}.j2"
-    return _environment(autoescape=output_format == "html").get_template(template).render(context)
+    return _environment(output_format).get_template(template).render(context)
 
 
 def render_runbook(
@@ -495,3 +704,186 @@ def render_runbook(
     if values is None:
         values = stack_values(stack_file, {})
     return render_context(runbook_context(stack_file, values), output_format)
+
+
+# --- writing the files -----------------------------------------------------------------
+
+
+def _os_error_fix(error: OSError) -> str:
+    """Return what to do about an OSError that stopped a runbook file being written."""
+    if error.errno == errno.ENAMETOOLONG:
+        return "give a shorter path"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "check the permissions or give another --to directory"
+    if error.errno == errno.EROFS:
+        return "give a directory on a writable file system"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some disk space or give another --to directory"
+    return "give another --to directory"
+
+
+def _os_error_message(path: Path, error: OSError, outcome: str | None = None) -> str:
+    """Return "<path>: <error>[, so <outcome>]; <fix>" for an OSError."""
+    consequence = f", so {outcome}" if outcome else ""
+    return f"{path}: {error.strerror or error}{consequence}; {_os_error_fix(error)}"
+
+
+def check_directory(directory: Path) -> None:
+    """Raise RunbookError unless `directory` is a directory or can be created as one."""
+    try:
+        status = directory.stat()
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise RunbookError(
+            f"--to {directory}: a parent of the directory is a file; give a directory path"
+        ) from None
+    except OSError as error:
+        raise RunbookError(f"--to {_os_error_message(directory, error)}") from None
+    if not stat.S_ISDIR(status.st_mode):
+        raise RunbookError(
+            f"--to {directory} is a file; give a directory for runbook.md and runbook.html"
+        )
+
+
+def _check_target(target: Path) -> bool:
+    """Raise RunbookError if `target` cannot be replaced by a rename; return whether it exists.
+
+    A symbolic link is replaced, not followed.
+    """
+    try:
+        status = target.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise RunbookError(_os_error_message(target, error, "no file was changed")) from None
+    if stat.S_ISDIR(status.st_mode):
+        raise RunbookError(
+            f"{target} is a directory, so no file was changed; remove it or give another "
+            "--to directory"
+        )
+    return True
+
+
+def _write_temporary(directory: Path, name: str, text: str) -> Path:
+    """Write `text` to a new hidden file in `directory` and return its path.
+
+    The file is created with mode 0666 less the umask, as open() creates a new file.
+    """
+    path = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _keep_previous(target: Path) -> Path | None:
+    """Hard-link an existing target to a hidden name, so a failed write can restore it.
+
+    Return the link, or None where the file system has no hard links.
+    """
+    backup = target.with_name(f".{target.name}.{secrets.token_hex(8)}.old")
+    try:
+        os.link(target, backup, follow_symlinks=False)
+    except OSError:
+        return None
+    return backup
+
+
+def _create_directory(directory: Path) -> None:
+    check_directory(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        check_directory(directory)
+        raise RunbookError(
+            f"--to {directory}: cannot create the directory, because a broken symbolic link "
+            "or a file is in its path; give another directory"
+        ) from None
+    except NotADirectoryError:
+        raise RunbookError(
+            f"--to {directory}: a parent of the directory is a file; give a directory path"
+        ) from None
+    except OSError as error:
+        raise RunbookError(f"--to {_os_error_message(directory, error)}") from None
+
+
+def _write_temporaries(
+    directory: Path, targets: Mapping[str, Path], documents: Mapping[str, str]
+) -> dict[str, Path]:
+    """Write every document to its temporary file, or remove them all and raise RunbookError."""
+    temporary: dict[str, Path] = {}
+    try:
+        for name, text in documents.items():
+            temporary[name] = _write_temporary(directory, targets[name].name, text)
+    except OSError as error:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+        target = targets[next(name for name in documents if name not in temporary)]
+        raise RunbookError(_os_error_message(target, error, "no file was changed")) from None
+    return temporary
+
+
+def write_runbooks(directory: Path, documents: Mapping[str, str]) -> list[Path]:
+    """Write each rendered document to `directory`/runbook.<format>, all or none of them.
+
+    Every target is checked first, then each document goes to a temporary file in the
+    directory, and only then are the temporary files renamed over the targets. If a
+    rename fails, the targets renamed before it are restored. Raises RunbookError with
+    the path and the fix for any OSError.
+    """
+    _create_directory(directory)
+    targets = {name: directory / f"runbook.{name}" for name in documents}
+    existed = {name: _check_target(target) for name, target in targets.items()}
+    temporary = _write_temporaries(directory, targets, documents)
+
+    backups = {name: _keep_previous(targets[name]) for name in documents if existed[name]}
+    replaced: list[str] = []
+    try:
+        for name in documents:
+            os.replace(temporary[name], targets[name])
+            replaced.append(name)
+    except OSError as error:
+        failed = targets[next(name for name in documents if name not in replaced)]
+        unrestored = _restore(targets, replaced, existed, backups)
+        for name in documents:
+            if name not in replaced:
+                temporary[name].unlink(missing_ok=True)
+        outcome = "no file was changed"
+        if unrestored:
+            written = " and ".join(str(targets[name]) for name in unrestored)
+            outcome = f"only {written} has the new runbook"
+        raise RunbookError(_os_error_message(failed, error, outcome)) from None
+    finally:
+        for backup in backups.values():
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+    return list(targets.values())
+
+
+def _restore(
+    targets: Mapping[str, Path],
+    replaced: list[str],
+    existed: Mapping[str, bool],
+    backups: Mapping[str, Path | None],
+) -> list[str]:
+    """Undo the renames of `replaced` targets; return the names that could not be undone."""
+    unrestored = []
+    for name in replaced:
+        backup = backups.get(name)
+        try:
+            if backup is not None:
+                os.replace(backup, targets[name])
+            elif not existed[name]:
+                targets[name].unlink()
+            else:
+                unrestored.append(name)
+        except OSError:
+            unrestored.append(name)
+    return unrestored

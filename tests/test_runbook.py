@@ -8,6 +8,7 @@ browser per module. They fail, rather than skip, when Chromium is missing.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -111,9 +112,11 @@ def expected_facts(stack_file: StackFile) -> list[str]:
     return facts
 
 
-def write_variant(directory: Path, name: str, replacements: dict[str, str]) -> Path:
-    """Write lisbon-popup with some text replaced, as stacks/Pulumi.<name>.yaml."""
-    text = (STACKS / "Pulumi.lisbon-popup.yaml").read_text(encoding="utf-8")
+def write_variant(
+    directory: Path, name: str, replacements: dict[str, str], base: str = "lisbon-popup"
+) -> Path:
+    """Write a sample stack file with some text replaced, as <directory>/Pulumi.<name>.yaml."""
+    text = (STACKS / f"Pulumi.{base}.yaml").read_text(encoding="utf-8")
     for old, new in replacements.items():
         assert text.count(old) == 1, old
         text = text.replace(old, new)
@@ -160,13 +163,42 @@ def test_lisbon_commands_exact() -> None:
     assert f"[CloudWatch dashboard ps-lisbon-popup-27-board]({LISBON_DASHBOARD})" in text
 
 
-def test_lisbon_times_keep_offsets() -> None:
+def test_lisbon_calendar_rows_keep_offsets() -> None:
+    text = runbook.render_runbook(stack_file("lisbon-popup"))
+    rows = [line for line in text.split("## Times")[1].split("\n\n")[1].splitlines()[2:]]
+
+    assert rows == [
+        "| Stock pre-sync starts: the stock sync job runs | 2027-03-26 04:00 WET | "
+        "2027-03-26 04:00 |",
+        "| Doors open: change freeze starts; elevated sampling switches on by itself | "
+        "2027-03-26 10:00 WET | 2027-03-26 10:00 |",
+        "| Doors close: change freeze ends; checkout and elevated sampling switch off by "
+        "themselves | 2027-03-28 19:00 WEST | 2027-03-28 18:00 |",
+        "| Secrets held back during the event rotate | 2027-03-28 19:05 WEST | 2027-03-28 18:05 |",
+        "| Teardown warning to the alert topic: 24 h left | 2027-03-30 19:00 WEST | "
+        "2027-03-30 18:00 |",
+        "| Teardown warning to the alert topic: 2 h left | 2027-03-31 17:00 WEST | "
+        "2027-03-31 16:00 |",
+        "| Teardown deadline (the stack expires) | 2027-03-31 19:00 WEST | 2027-03-31 18:00 |",
+    ]
+
+
+def test_stock_sync_rerun_command() -> None:
     text = runbook.render_runbook(stack_file("lisbon-popup"))
 
-    assert "| Doors open: change freeze starts | 2027-03-26 10:00 WET | 2027-03-26 10:00 |" in text
-    assert "| Doors close: change freeze ends | 2027-03-28 19:00 WEST | 2027-03-28 18:00 |" in text
-    assert "| Stock pre-sync starts | 2027-03-26 04:00 WET | 2027-03-26 04:00 |" in text
-    assert "| Teardown deadline (the stack expires) | 2027-03-31 19:00 WEST |" in text
+    assert (
+        "kubectl -n ps-lisbon-popup-27 create job pre-sync-manual "
+        "--from=cronjob/ps-lisbon-popup-27-pre-sync"
+    ) in text
+
+
+def test_emulator_calendar_has_no_automatic_actions() -> None:
+    text = runbook.render_runbook(stack_file("demo"))
+    times = text.split("## Times")[1].split("## Dashboard")[0]
+
+    assert "by itself" not in times
+    assert "Teardown warning" not in times
+    assert "| Doors close: change freeze ends |" in times
 
 
 def test_urgent_sections_come_first() -> None:
@@ -272,7 +304,7 @@ def test_markdown_escapes_table_cells(tmp_path: Path) -> None:
     markdown = runbook.render_runbook(stack)
     html = runbook.render_runbook(stack, output_format="html")
 
-    assert "| 1 | Rita \\| Sousa <b> | A\\|B |" in markdown
+    assert "| 1 | Rita \\| Sousa \\<b\\> | A\\|B |" in markdown
     assert "Rita | Sousa &lt;b&gt;" in html
     assert "<b>" not in html
 
@@ -481,6 +513,558 @@ def test_cli_missing_region(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "aws:region is missing" in result.stderr
     assert "Traceback" not in result.output
+
+
+# --- values from a hostile stack file or hostile outputs ------------------------------
+
+HOSTILE_PRE_SYNC = ["/app/bin/inventory-sync", "a`b", "x\n\ny"]
+
+
+def yaml_string(value: str) -> str:
+    """Return `value` as a YAML double-quoted scalar (JSON's string syntax is valid YAML)."""
+    return json.dumps(value)
+
+
+def markdown_html(markdown: str) -> str:
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
+def table_rows(html: str, first_header: str) -> list[list[str]]:
+    """Return the body cells of the table whose first header cell is `first_header`."""
+    for table in re.findall(r"<table>(.*?)</table>", html, flags=re.DOTALL):
+        if re.search(rf"<th>{re.escape(first_header)}</th>", table.split("</tr>")[0]):
+            body = table.split("<tbody>", 1)[1]
+            return [
+                re.findall(r"<td>(.*?)</td>", row, flags=re.DOTALL)
+                for row in re.findall(r"<tr>(.*?)</tr>", body, flags=re.DOTALL)
+            ]
+    raise AssertionError(f"no table with first header {first_header!r}")
+
+
+HOSTILE_LOCATION = "<b>Chiado</b>\n\n## Injected location heading"
+
+
+@pytest.fixture
+def hostile_stack(tmp_path: Path) -> StackFile:
+    """lisbon-popup with markup, pipes, newlines and backticks in its free-text values.
+
+    The spec rejects a newline in a location name and brackets or pipes in an e-mail
+    address, so those values are set on the loaded model: the runbook must escape them
+    even if the spec lets them through.
+    """
+    path = write_variant(
+        tmp_path,
+        "hostile",
+        {
+            "popstack:title: Sardinha & Co spring pop-up": "popstack:title: "
+            + yaml_string("<script>alert(4)</script>"),
+            "name: Rita Sousa": "name: " + yaml_string("<script>alert('name')</script>"),
+            "role: Shift lead, Chiado": "role: " + yaml_string("a\\|b"),
+            "name: Retail platform on-call": "name: " + yaml_string("<img src=x onerror=alert(2)>"),
+            "when: Checkout is down everywhere, or a kill switch did not help within 5 minutes": (
+                "when: " + yaml_string("Call <a href='javascript:alert(3)'>here</a>")
+            ),
+            '["/app/bin/inventory-sync", "--all-locations", "--source", "shopify"]': json.dumps(
+                HOSTILE_PRE_SYNC
+            ),
+        },
+    )
+    stack = load_stack_file(path)
+    spec = stack.spec
+    first, second, third = spec.escalation
+    escalation = [
+        first.model_copy(update={"email": "x](https://evil.example/pay)@a.io"}),
+        second,
+        third.model_copy(update={"email": "a|b@example.com"}),
+    ]
+    locations = [
+        spec.locations[0].model_copy(update={"name": HOSTILE_LOCATION}),
+        *spec.locations[1:],
+    ]
+    return stack.model_copy(
+        update={"spec": spec.model_copy(update={"escalation": escalation, "locations": locations})}
+    )
+
+
+def test_markdown_escapes_contact_markup(hostile_stack: StackFile) -> None:
+    html = markdown_html(runbook.render_runbook(hostile_stack))
+    rows = table_rows(html, "level")
+
+    assert rows[0][:4] == [
+        "1",
+        "&lt;script&gt;alert('name')&lt;/script&gt;",
+        "a\\|b",
+        "A till, a terminal or the stock count looks wrong at any location",
+    ]
+    assert rows[1][1] == "&lt;img src=x onerror=alert(2)&gt;"
+    assert rows[1][3] == "Call &lt;a href='javascript:alert(3)'&gt;here&lt;/a&gt;"
+    assert "<script" not in html
+    assert "<img" not in html
+    assert "<a href='javascript" not in html
+
+
+def test_markdown_escapes_title(hostile_stack: StackFile) -> None:
+    markdown = runbook.render_runbook(hostile_stack)
+    html = markdown_html(markdown)
+
+    assert markdown.startswith("# Runbook: \\<script\\>alert(4)\\</script\\> (lisbon-popup-27)\n")
+    assert html.startswith(
+        "<h1>Runbook: &lt;script&gt;alert(4)&lt;/script&gt; (lisbon-popup-27)</h1>"
+    )
+
+
+def test_markdown_escapes_emails(hostile_stack: StackFile) -> None:
+    html = markdown_html(runbook.render_runbook(hostile_stack))
+    rows = table_rows(html, "level")
+
+    assert [len(row) for row in rows] == [7, 7, 7]
+    assert rows[0][5] == (
+        '<a href="mailto:x%5D%28https%3A%2F%2Fevil.example%2Fpay%29@a.io">'
+        "x](https://evil.example/pay)@a.io</a>"
+    )
+    assert rows[2][5] == '<a href="mailto:a%7Cb@example.com">a|b@example.com</a>'
+    assert 'href="https://evil.example' not in html
+
+
+def test_markdown_escapes_location_name(hostile_stack: StackFile) -> None:
+    markdown = runbook.render_runbook(hostile_stack)
+    html = markdown_html(markdown)
+    headings = re.findall(r"<h2>(.*?)</h2>", html)
+    escaped_name = "&lt;b&gt;Chiado&lt;/b&gt; ## Injected location heading"
+
+    assert "Injected location heading" not in " ".join(headings)
+    assert len(headings) == 9
+    assert "<b>" not in html
+    assert f"<li>\n<p>{escaped_name}:</p>" in html
+    assert (
+        f"<li>\n<p>{escaped_name} (<code>chiado</code>), to "
+        "<code>s3://ps-lisbon-popup-27-receipts-&lt;account-id&gt;/receipts/chiado/</code>:</p>"
+    ) in html
+    assert "   - \\<b\\>Chiado\\</b\\> \\## Injected location heading:\n" in markdown
+
+
+def test_markdown_code_span_fences(hostile_stack: StackFile) -> None:
+    markdown = runbook.render_runbook(hostile_stack)
+    html = markdown_html(markdown)
+
+    assert "It runs ``/app/bin/inventory-sync 'a`b' $'x\\n\\ny'`` in a Kubernetes Job" in markdown
+    assert (
+        "It runs <code>/app/bin/inventory-sync 'a`b' $'x\\n\\ny'</code> in a Kubernetes Job" in html
+    )
+
+
+def test_html_escapes_hostile_values(hostile_stack: StackFile) -> None:
+    html = runbook.render_runbook(hostile_stack, output_format="html")
+
+    assert "<title>Runbook: &lt;script&gt;alert(4)&lt;/script&gt; (lisbon-popup-27)</title>" in html
+    assert "<strong>&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;</strong>" in html
+    assert "&lt;b&gt;Chiado&lt;/b&gt;\n\n## Injected location heading:" in html
+    assert "<script" not in html
+    assert "<img" not in html
+    assert "<b>" not in html
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Rita Sousa", "Rita Sousa"),
+        ("Sardinha & Co", "Sardinha & Co"),
+        ("A&amp;B", "A\\&amp;B"),
+        ("#sardinha-war-room", "#sardinha-war-room"),
+        ("# heading", "\\# heading"),
+        ("closing ##", "closing \\##"),
+        ("- item", "\\- item"),
+        ("+ item", "\\+ item"),
+        ("+351 912 000 101", "+351 912 000 101"),
+        ("===", "\\==="),
+        ("1. item", "1\\. item"),
+        ("2027-03-26", "2027-03-26"),
+        ("a*b*c", "a\\*b\\*c"),
+        ("checkout_enabled", "checkout_enabled"),
+        ("_emphasis_", "\\_emphasis\\_"),
+        ("[x](y) <b> `c` ~~s~~ a|b \\", "\\[x\\](y) \\<b\\> \\`c\\` \\~\\~s\\~\\~ a\\|b \\\\"),
+        ("two\n\nlines\tand  spaces", "two lines and spaces"),
+        ("bell\x07", "bell\ufffd"),
+    ],
+)
+def test_markdown_text_escapes(text: str, expected: str) -> None:
+    assert runbook.markdown_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("plain", "`plain`"),
+        ("a`b", "``a`b``"),
+        ("``x", "``` ``x ```"),
+        ("x`", "`` x` ``"),
+        (" padded ", "`  padded  `"),
+        ("one\ntwo", "`one\ufffdtwo`"),
+        ("a|b", "`a|b`"),
+        ("", "` `"),
+    ],
+)
+def test_markdown_code_spans(code: str, expected: str) -> None:
+    rendered = runbook.markdown_code(code)
+    html = markdown_html(f"see {rendered}")
+
+    assert rendered == expected
+    if code.strip("\n"):
+        assert html == f"<p>see <code>{code.replace(chr(10), chr(0xFFFD))}</code></p>\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "expected_cell"),
+    [
+        ("a|b", "<code>a|b</code>"),
+        ("a`|`b", "<code>a`|`b</code>"),
+        # A backslash before a pipe reads differently in markdown-it and in GFM,
+        # so such a value leaves the code span and is escaped as text.
+        ("a\\|b", "a\\|b"),
+    ],
+)
+def test_markdown_code_in_table_cell(code: str, expected_cell: str) -> None:
+    cell = runbook.markdown_code(code, table_cell=True)
+    html = markdown_html(f"| x | y |\n| --- | --- |\n| {cell} | z |\n")
+
+    assert table_rows(html, "x") == [[expected_cell, "z"]]
+
+
+HOSTILE_OUTPUTS = {
+    **LISBON_OUTPUTS,
+    "dashboardName": "board](https://evil.example)",
+    "receiptsBucket": "b; rm -rf ~",
+    "deadLetterQueueUrl": "https://sqs/q|x$(id)",
+    "checkoutNamespace": "ns`x",
+}
+
+
+def test_markdown_escapes_outputs() -> None:
+    values = runbook.stack_values(stack_file("lisbon-popup"), HOSTILE_OUTPUTS)
+    markdown = runbook.render_runbook(stack_file("lisbon-popup"), values)
+    html = markdown_html(markdown)
+    dashboard = (
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
+        "#dashboards/dashboard/board%5D%28https%3A%2F%2Fevil.example%29"
+    )
+
+    assert table_rows(html, "alarm")[0] == [
+        "<code>ps-lisbon-popup-27-dead-letters</code>",
+        "An order failed processing. Read the dead letters with <code>aws sqs receive-message "
+        "--queue-url 'https://sqs/q|x$(id)' --max-number-of-messages 10</code>. Do not purge "
+        "the queue: teardown exports them.",
+    ]
+    assert f'<a href="{dashboard}">CloudWatch dashboard board](https://evil.example)</a>' in html
+    assert 'href="https://evil.example' not in html
+    assert "namespace <code>ns`x</code>" in html
+    assert (
+        '<code class="language-sh">aws s3 cp chiado-2027-03-26-staff-01-1.csv '
+        "'s3://b; rm -rf ~/receipts/chiado/'\n</code>" in html
+    )
+    assert (
+        'href="https://s3.console.aws.amazon.com/s3/buckets/b%3B%20rm%20-rf%20~'
+        '?region=eu-west-1&amp;prefix=receipts/chiado/"' in html
+    )
+
+
+def test_hostile_outputs_markdown_and_html_match() -> None:
+    values = runbook.stack_values(stack_file("lisbon-popup"), HOSTILE_OUTPUTS)
+    markdown_code, markdown_links = code_and_links(
+        markdown_html(runbook.render_runbook(stack_file("lisbon-popup"), values))
+    )
+    html_code, html_links = code_and_links(
+        runbook.render_runbook(stack_file("lisbon-popup"), values, "html")
+    )
+
+    assert markdown_code == html_code
+    assert markdown_links == html_links
+
+
+def test_commands_quote_plan_bucket() -> None:
+    text = runbook.render_runbook(stack_file("lisbon-popup"))
+
+    assert (
+        "aws s3 cp chiado-2027-03-26-staff-01-1.csv "
+        "'s3://ps-lisbon-popup-27-receipts-<account-id>/receipts/chiado/'\n" in text
+    )
+    assert (
+        "`aws sqs receive-message --queue-url "
+        "'https://sqs.eu-west-1.amazonaws.com/<account-id>/ps-lisbon-popup-27-orders-dlq' "
+        "--max-number-of-messages 10`" in text
+    )
+
+
+def test_commands_quote_newline_output() -> None:
+    outputs = {**LISBON_OUTPUTS, "deadLetterQueueUrl": "https://q\nrm -rf /"}
+    values = runbook.stack_values(stack_file("lisbon-popup"), outputs)
+    context = runbook.runbook_context(stack_file("lisbon-popup"), values)
+    markdown = runbook.render_runbook(stack_file("lisbon-popup"), values)
+
+    assert context["dead_letter_command"] == (
+        "aws sqs receive-message --queue-url $'https://q\\nrm -rf /' --max-number-of-messages 10"
+    )
+    assert "\nrm -rf /" not in markdown
+
+
+def test_commands_quote_emulator_endpoint() -> None:
+    # The spec accepts only local endpoints, so the hostile ones are set on the model.
+    demo = stack_file("demo")
+    endpoints = {
+        **demo.config["aws:endpoints"][0],
+        "s3": "http://127.0.0.1:5000; id",
+        "cloudwatch": "http://127.0.0.1:5000 $(id)",
+    }
+    stack = demo.model_copy(update={"config": {**demo.config, "aws:endpoints": [endpoints]}})
+    text = runbook.render_runbook(stack)
+
+    assert (
+        "aws --endpoint-url 'http://127.0.0.1:5000; id' s3 cp market-2027-06-05-staff-01-1.csv "
+        "'s3://ps-demo-receipts-<account-id>/receipts/market/'\n" in text
+    )
+    assert (
+        "aws --endpoint-url 'http://127.0.0.1:5000 $(id)' cloudwatch get-dashboard "
+        "--dashboard-name ps-demo-board" in text
+    )
+
+
+def test_shell_word_quoting() -> None:
+    assert runbook.shell_word("lisbon-popup") == "lisbon-popup"
+    assert runbook.shell_word("a b") == "'a b'"
+    assert runbook.shell_word("it's") == "'it'\"'\"'s'"
+    assert runbook.shell_word("a\nb'c\\") == "$'a\\nb\\'c\\\\'"
+    assert runbook.shell_word("\x1b[31m") == "$'\\x1b[31m'"
+    assert runbook.shell_word("\x85") == "$'\\u0085'"
+
+
+UNSAFE_STACK = "x; touch $HOME-PWNED #"
+
+
+def test_cli_rejects_unsafe_stack_name(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, UNSAFE_STACK, {})
+    engine = deployed_engine()
+
+    result = invoke(str(path), engine=engine)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert (
+        f"invalid stack name {UNSAFE_STACK!r}; use letters, digits, '-', '_' and '.' only"
+        in result.stderr
+    )
+    assert str(path) in result.stderr
+    assert engine.calls == []
+
+
+def test_render_rejects_unsafe_stack_name(tmp_path: Path) -> None:
+    stack = load_stack_file(write_variant(tmp_path, UNSAFE_STACK, {}))
+
+    with pytest.raises(runbook.RunbookError, match="invalid stack name"):
+        runbook.render_runbook(stack)
+
+
+def test_cli_rejects_invalid_region(tmp_path: Path) -> None:
+    path = write_variant(
+        tmp_path, "bad-region", {"aws:region: eu-west-1": "aws:region: evil.example/x#"}
+    )
+
+    result = invoke(str(path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert "aws:region 'evil.example/x#' is not an AWS region name" in result.stderr
+    assert result.stdout == ""
+
+
+# --- writing the files with --to ------------------------------------------------------
+
+
+def test_cli_to_parent_is_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("old", encoding="utf-8")
+    target = tmp_path / "file" / "sub"
+
+    result = invoke("demo", "--to", str(target), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert f"--to {target}: a parent of the directory is a file" in result.stderr
+    assert "Traceback" not in result.output
+    assert (tmp_path / "file").read_text(encoding="utf-8") == "old"
+
+
+def test_cli_to_target_is_directory(tmp_path: Path) -> None:
+    (tmp_path / "runbook.md").mkdir()
+
+    result = invoke("demo", "--to", str(tmp_path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert (
+        f"{tmp_path / 'runbook.md'} is a directory, so no file was changed; remove it or give "
+        "another --to directory" in result.stderr
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runbook.md"]
+
+
+def test_cli_to_name_too_long(tmp_path: Path) -> None:
+    target = tmp_path / ("x" * 300)
+
+    result = invoke("demo", "--to", str(target), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert f"--to {target}: File name too long; give a shorter path" in result.stderr
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_to_second_target_directory(tmp_path: Path) -> None:
+    (tmp_path / "runbook.md").write_text("old", encoding="utf-8")
+    (tmp_path / "runbook.html").mkdir()
+
+    result = invoke("demo", "--to", str(tmp_path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'runbook.html'} is a directory, so no file was changed" in result.stderr
+    assert (tmp_path / "runbook.md").read_text(encoding="utf-8") == "old"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runbook.html", "runbook.md"]
+
+
+def test_cli_to_replaces_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep", encoding="utf-8")
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "runbook.md").symlink_to(outside)
+
+    result = invoke("demo", "--to", str(target), "--no-outputs")
+
+    assert result.exit_code == 0, result.output
+    assert outside.read_text(encoding="utf-8") == "keep"
+    assert not (target / "runbook.md").is_symlink()
+    assert (target / "runbook.md").read_text(encoding="utf-8").startswith("# Runbook: ")
+    assert sorted(path.name for path in target.iterdir()) == ["runbook.html", "runbook.md"]
+
+
+def test_cli_to_file_mode_follows_umask(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    reference.write_text("", encoding="utf-8")
+
+    result = invoke("demo", "--to", str(tmp_path / "out"), "--no-outputs")
+
+    assert result.exit_code == 0, result.output
+    for name in ("runbook.md", "runbook.html"):
+        assert (tmp_path / "out" / name).stat().st_mode == reference.stat().st_mode
+
+
+def test_cli_to_failed_rename_restores_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "runbook.md").write_text("old markdown", encoding="utf-8")
+    real_replace = os.replace
+
+    def replace(source: Any, destination: Any) -> None:
+        if Path(destination).name == "runbook.html":
+            raise PermissionError(13, "Permission denied", str(destination))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = invoke("demo", "--to", str(tmp_path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert (
+        f"{tmp_path / 'runbook.html'}: Permission denied, so no file was changed; check the "
+        "permissions or give another --to directory" in result.stderr
+    )
+    assert (tmp_path / "runbook.md").read_text(encoding="utf-8") == "old markdown"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runbook.md"]
+
+
+def test_cli_to_failed_rename_removes_new_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace = os.replace
+
+    def replace(source: Any, destination: Any) -> None:
+        if Path(destination).name == "runbook.html":
+            raise OSError(28, "No space left on device", str(destination))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = invoke("demo", "--to", str(tmp_path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert "no file was changed" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_to_failed_rename_names_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without hard links the old runbook.md cannot be kept, so the error names it."""
+    (tmp_path / "runbook.md").write_text("old markdown", encoding="utf-8")
+    real_replace = os.replace
+
+    def replace(source: Any, destination: Any) -> None:
+        if Path(destination).name == "runbook.html":
+            raise PermissionError(13, "Permission denied", str(destination))
+        real_replace(source, destination)
+
+    def link(*arguments: Any, **options: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
+    result = invoke("demo", "--to", str(tmp_path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert (
+        f"{tmp_path / 'runbook.html'}: Permission denied, so only {tmp_path / 'runbook.md'} "
+        "has the new runbook; check the permissions" in result.stderr
+    )
+    assert (tmp_path / "runbook.md").read_text(encoding="utf-8").startswith("# Runbook: ")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runbook.md"]
+
+
+def test_cli_to_failed_write_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "runbook.md").write_text("old markdown", encoding="utf-8")
+    real_open = os.open
+
+    def open_file(path: Any, flags: int, mode: int = 0o777) -> int:
+        if Path(path).name.startswith(".runbook.html."):
+            raise OSError(28, "No space left on device", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_file)
+    result = invoke("demo", "--to", str(tmp_path), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert (
+        f"{tmp_path / 'runbook.html'}: No space left on device, so no file was changed; free "
+        "some disk space or give another --to directory" in result.stderr
+    )
+    assert (tmp_path / "runbook.md").read_text(encoding="utf-8") == "old markdown"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runbook.md"]
+
+
+def test_cli_to_error_keeps_brackets(tmp_path: Path) -> None:
+    target = tmp_path / "[red]runbooks"
+    target.write_text("old", encoding="utf-8")
+
+    result = invoke("demo", "--to", str(target), "--no-outputs")
+
+    assert result.exit_code == 2
+    assert f"--to {target} is a file" in result.stderr
+
+
+def test_markdown_shows_account_placeholder() -> None:
+    html = markdown_html(runbook.render_runbook(stack_file("lisbon-popup")))
+
+    assert "Replace &lt;account-id&gt; with the AWS account id of the stack." in html
 
 
 # --- what the page shows in Chromium ---------------------------------------------------

@@ -4,7 +4,7 @@ A change reads the profile's latest hosted configuration version, writes a new h
 version with the changed ``enabled`` values and starts a deployment of it with the
 stack's all-at-once strategy. No Pulumi update and no code deploy is involved.
 
-The new version's description holds the audit record of the change: who made it,
+The new version's description carries the audit record of the change: who made it,
 when, why, and each flag's old and new value. AppConfig stores it with the version,
 so a change cannot happen without its record, and teardown exports the records with
 the versions (`audit_log`).
@@ -129,7 +129,7 @@ class ChangeResult:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """Who changed which flags, when and why, as stored in a version's description."""
+    """The record of one change (actor, time, reason, old and new values), kept in a version's description."""
 
     actor: str
     at: str

@@ -80,7 +80,9 @@ def _errors(run):
 
 
 def _on_off(value: bool | None) -> str:
-    return "-" if value is None else ("on" if value else "off")
+    if value is None:
+        return "-"
+    return "on" if value else "off"
 
 
 @flags_app.command("show")
@@ -246,8 +248,8 @@ def set_command(
     shared._confirm(yes, f"Set {listed} for stack {stack}, effective at once?")
 
     def run() -> ChangeResult:
-        who = actor(shared.make_clients()("sts"))
-        return set_flags(store, changes, actor=who, reason=text, label=LABEL_FLAG)
+        operator = actor(shared.make_clients()("sts"))
+        return set_flags(store, changes, actor=operator, reason=text, label=LABEL_FLAG)
 
     result = _errors(run)
     interval = None if spec is None else spec.flags.poll_interval_seconds
@@ -309,7 +311,9 @@ def _print_set(result: ChangeResult, interval: int | None) -> None:
     )
 
 
-def sync_schema(store: FlagStore, spec: EventSpec, who: str) -> tuple[int, list[str], list[str]]:
+def sync_schema(
+    store: FlagStore, spec: EventSpec, operator: str
+) -> tuple[int, list[str], list[str]]:
     """Bring the live flag document to the stack file's schema, keeping live values.
 
     Returns the new version and the added and removed flags; version 0 when the schema
@@ -327,7 +331,7 @@ def sync_schema(store: FlagStore, spec: EventSpec, who: str) -> tuple[int, list[
         parts.append(f"removed {', '.join(removed)}")
     summary = "; ".join(parts) or "flag names or descriptions changed"
     record = AuditRecord(
-        actor=who,
+        actor=operator,
         at=_now_text(),
         reason=f"flag schema of the stack file changed: {summary}",
     )

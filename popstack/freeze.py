@@ -6,8 +6,8 @@ an emergency with a reason. Kill switches (`popstack flags set`) are not updates
 stay available. The reason and the operator are kept in the update's checkpoint.
 
 The window is read from the stack file being deployed and from the config of the
-stack's last good checkpoint, so moving the window in the stack file does not lift
-a freeze that is in force for the deployed event.
+stack's good checkpoints, back to the last one made outside an emergency. So moving
+the window in the stack file does not lift a freeze in force for the deployed event.
 """
 
 from __future__ import annotations

@@ -488,8 +488,8 @@ def enforce_freeze(
 ) -> Emergency | None:
     """Raise LifecycleError (exit 4) if doors are open and this is no declared emergency.
 
-    The windows come from the given stack files and from the stack's last good
-    checkpoint. Returns the emergency if it broke a freeze in force, else None.
+    The windows come from the given stack files and from the stack's good
+    checkpoints (deployed_checkpoints). Returns the emergency if it broke a freeze in force, else None.
     """
     try:
         windows = list(extra or [])
@@ -524,7 +524,7 @@ def deployed_checkpoints(store: CheckpointStore, stack: str) -> list[Checkpoint]
     """Return the good checkpoints whose windows the freeze must honour, newest first.
 
     That is the newest good checkpoint and, when it was an emergency update, each good
-    one before it back to the last update made outside an emergency, so an emergency
+    one before it back to the last update made outside an emergency. So an emergency
     that moved the window does not lift the freeze for the updates after it.
     """
     found: list[Checkpoint] = []

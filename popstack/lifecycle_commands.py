@@ -151,7 +151,7 @@ def _approval(yes: bool) -> Approval:
 
 
 def _now() -> datetime:
-    """The current time, read through popstack.lifecycle so tests can set it."""
+    """Return the current time, read through popstack.lifecycle so tests can set it."""
     from popstack import lifecycle
 
     return lifecycle.utc_now()

@@ -559,7 +559,7 @@ class Teardown:
             else:
                 entry["description"] = redact_text(version.description or "")[0]
             values = version.document.get("values")
-            # Kept as AppConfig holds them, even when a console edit left an odd shape.
+            # Kept as AppConfig stores them, even when a console edit left an odd shape.
             entry["values"] = (
                 {
                     str(name): value.get("enabled") if isinstance(value, dict) else value

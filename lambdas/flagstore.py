@@ -129,7 +129,10 @@ class ChangeResult:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """The record of one change (actor, time, reason, old and new values), kept in a version's description."""
+    """The record of one change: actor, time, reason, and each flag's old and new value.
+
+    It is kept in the description of the version the change wrote.
+    """
 
     actor: str
     at: str

@@ -489,7 +489,8 @@ def enforce_freeze(
     """Raise LifecycleError (exit 4) if doors are open and this is no declared emergency.
 
     The windows come from the given stack files and from the stack's good
-    checkpoints (deployed_checkpoints). Returns the emergency if it broke a freeze in force, else None.
+    checkpoints (deployed_checkpoints). Returns the emergency if it broke a freeze
+    in force, else None.
     """
     try:
         windows = list(extra or [])

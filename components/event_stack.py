@@ -117,6 +117,7 @@ class EventStack(pulumi.ComponentResource):
                 flags=self.flags,
                 tracing=self.tracing,
                 topic_arn=self.dashboards.topic_arn,
+                topic_key_arn=self.dashboards.topic_key_arn,
                 secrets=rotated,
                 stack=stack,
             ),

@@ -45,6 +45,9 @@ RULES: dict[str, NameRule] = {
     # API server rejects CronJob names over 52 characters.
     "cronjob": NameRule("Kubernetes CronJob", 52, _LOWER_DNS),
     "cacheuser": NameRule("ElastiCache user or user group id", 40, _LOWER_DNS),
+    # KMS accepts alias names of up to 256 characters including the "alias/" prefix,
+    # which this rule leaves out (kms_alias adds it).
+    "kms": NameRule("KMS alias", 256 - len("alias/"), re.compile(r"^[A-Za-z0-9/_-]+$")),
 }
 
 # The maximum secret name length the spec accepts; rotation Lambdas and roles carry the name.
@@ -91,6 +94,7 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     "k8s": ("checkout", "board"),
     "cronjob": ("pre-sync",),
     "cacheuser": ("checkout", "users"),
+    "kms": ("alerts",),
 }
 
 
@@ -113,6 +117,11 @@ def physical_name(event_id: str, rule: str, suffix: str = "") -> str:
     if not check.pattern.match(name):
         raise ValueError(f"{check.service} name {name!r} has characters the service rejects")
     return name
+
+
+def kms_alias(event_id: str, suffix: str) -> str:
+    """Build the name of one KMS alias, `alias/` followed by the checked physical name."""
+    return "alias/" + physical_name(event_id, "kms", suffix)
 
 
 def longest_name_problem(event_id: str) -> str | None:

@@ -58,6 +58,8 @@ MAX_EVENT_AGE_SECONDS = 86400
 WARNING_EVENT_AGE_SECONDS = 3600
 # Scheduler's default and maximum retry count. The event age ends the retries first.
 MAX_RETRY_ATTEMPTS = 185
+# The IAM name suffix of the Scheduler role. The alert topic's key policy names the role too.
+SCHEDULER_ROLE_SUFFIX = "calendar-scheduler"
 
 
 def calendar_code() -> pulumi.AssetArchive:
@@ -72,6 +74,8 @@ class CalendarTargets:
     """The resources the calendar acts on: flags, sampling rule, alert topic and secrets.
 
     `tracing` is None in an emulator stack, which has no X-Ray sampling rule.
+    `topic_key_arn` is the ARN of the KMS key that encrypts the alert topic, or None
+    when the stack does not create that key.
     """
 
     flags: FeatureFlags
@@ -79,6 +83,7 @@ class CalendarTargets:
     topic_arn: pulumi.Input[str]
     secrets: list[RotatedSecret]
     stack: str
+    topic_key_arn: pulumi.Input[str] | None = None
 
 
 class EventCalendar(pulumi.ComponentResource):
@@ -252,7 +257,7 @@ class EventCalendar(pulumi.ComponentResource):
         ]
         role = aws.iam.Role(
             f"{name}-scheduler-role",
-            name=context.name("iam", "calendar-scheduler"),
+            name=context.name("iam", SCHEDULER_ROLE_SUFFIX),
             description=f"EventBridge Scheduler role of the event {context.event_id} calendar",
             # The conditions stop Scheduler from assuming the role for another
             # account's or another group's schedules (the confused deputy problem).
@@ -276,6 +281,7 @@ class EventCalendar(pulumi.ComponentResource):
         policy = pulumi.Output.all(
             calendar=self.function.arn,
             topic=self.targets.topic_arn,
+            topic_key=self.targets.topic_key_arn,
             secrets=pulumi.Output.all(*[secret.secret.arn for secret in rotated]),
             rotation_functions=pulumi.Output.all(*[secret.function.arn for secret in rotated]),
         ).apply(lambda arns: policy_document(*scheduler_statements(arns)))
@@ -421,6 +427,16 @@ def scheduler_statements(arns: dict) -> list[dict]:
         allow(["lambda:InvokeFunction"], [arns["calendar"]], "InvokeCalendar"),
         allow(["sns:Publish"], [arns["topic"]], "WarnBeforeTeardown"),
     ]
+    if arns["topic_key"]:
+        # SNS encrypts each published message with the topic's key, using the
+        # publisher's permissions.
+        statements.append(
+            allow(
+                ["kms:Decrypt", "kms:GenerateDataKey"],
+                [arns["topic_key"]],
+                "EncryptTeardownWarnings",
+            )
+        )
     if arns["secrets"]:
         statements.append(
             allow(["secretsmanager:RotateSecret"], list(arns["secrets"]), "RotateAfterClose")

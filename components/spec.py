@@ -883,6 +883,8 @@ EMULATOR_SERVICES = (
     "cloudwatch",
     "dynamodb",
     "iam",
+    # The alert topic's key.
+    "kms",
     "lambda",
     # CloudWatch Logs: the Lambdas' log groups.
     "logs",

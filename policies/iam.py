@@ -4,6 +4,8 @@ An Allow statement may not grant `*` or `service:*` actions, nor use NotAction, 
 allows everything it does not list. It may not pair an action of a data service with
 the `*` resource (or with NotResource). Services without resource-level permissions,
 such as `xray:PutTraceSegments` and `cloudwatch:PutMetricData`, may keep `*` resources.
+In a KMS key policy the `*` resource is the key that the policy belongs to, so it is
+allowed there.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ POLICY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "aws:secretsmanager/secretPolicy:SecretPolicy": ("policy",),
     "aws:secretsmanager/secret:Secret": ("policy",),
     "aws:kms/key:Key": ("policy",),
+    "aws:kms/keyPolicy:KeyPolicy": ("policy",),
 }
+# Resource types whose policy is a KMS key policy.
+KEY_POLICY_TYPES = frozenset({"aws:kms/key:Key", "aws:kms/keyPolicy:KeyPolicy"})
 
 
 def check_least_privilege(view: ResourceView, settings: EventSettings) -> list[Finding]:
@@ -111,7 +116,8 @@ def _statement_findings(view: ResourceView, name: str, statement: dict) -> list[
                 )
             )
 
-    open_resources = "*" in resources or "NotResource" in statement
+    in_key_policy = view.type in KEY_POLICY_TYPES
+    open_resources = ("*" in resources and not in_key_policy) or "NotResource" in statement
     if open_resources:
         data_actions = sorted(
             action

@@ -610,6 +610,69 @@ def test_deny_statement_and_metric_wildcard_allowed(lisbon: Recording) -> None:
     assert results_by_rule(lisbon, "lisbon-popup")["iam-least-privilege"].passed
 
 
+ALERT_KEY = "lisbon-popup-27-dashboards-alerts-key"
+
+
+def add_key_statement(recording: Recording, statement: dict) -> None:
+    key = named(recording, ALERT_KEY)
+    document = json.loads(key.inputs["policy"])
+    document["Statement"].append(statement)
+    key.inputs["policy"] = json.dumps(document)
+
+
+def test_key_policy_star_resource_is_the_key(lisbon: Recording) -> None:
+    # Every statement of the sample's key policy has the "*" resource, which there
+    # means the key itself, and KMS is a data service.
+    statements = json.loads(named(lisbon, ALERT_KEY).inputs["policy"])["Statement"]
+    assert [statement["Resource"] for statement in statements] == [["*"], ["*"], ["*"]]
+    assert results_by_rule(lisbon, "lisbon-popup")["iam-least-privilege"].passed
+
+
+def test_key_policy_service_wildcard(lisbon: Recording) -> None:
+    add_key_statement(
+        lisbon,
+        {
+            "Sid": "EnableIamUserPermissions",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+    )
+    result = only_failure(results_by_rule(lisbon, "lisbon-popup"))
+    assert result.rule == "iam-least-privilege"
+    assert result.messages == [
+        f'Key "{ALERT_KEY}": policy statement EnableIamUserPermissions allows action "kms:*"; '
+        "list only the actions it needs"
+    ]
+
+
+def test_kms_star_resource_outside_key_policy(lisbon: Recording) -> None:
+    add_statement(
+        lisbon,
+        {"Sid": "DecryptAll", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": "*"},
+    )
+    result = results_by_rule(lisbon, "lisbon-popup")["iam-least-privilege"]
+    assert result.messages == [
+        f'RolePolicy "{CHECKOUT_POLICY}": policy statement DecryptAll allows kms:Decrypt on '
+        "every resource; name the ARNs of the tables, queues, buckets or secrets under Resource"
+    ]
+
+
+def test_topic_policy_checked(lisbon: Recording) -> None:
+    policy = named(lisbon, "lisbon-popup-27-dashboards-alerts-policy")
+    document = json.loads(policy.inputs["policy"])
+    document["Statement"][0]["Action"] = ["sns:*"]
+    policy.inputs["policy"] = json.dumps(document)
+
+    result = only_failure(results_by_rule(lisbon, "lisbon-popup"))
+    assert result.rule == "iam-least-privilege"
+    assert result.messages == [
+        'TopicPolicy "lisbon-popup-27-dashboards-alerts-policy": policy statement '
+        'CloudWatchAlarmsPublish allows action "sns:*"; list only the actions it needs'
+    ]
+
+
 def test_role_inline_policy_checked(lisbon: Recording) -> None:
     role = named(lisbon, "lisbon-popup-27-checkout-role")
     role.inputs["inlinePolicies"] = [

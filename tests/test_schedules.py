@@ -26,6 +26,7 @@ import pulumi
 import pytest
 
 from components import calendar
+from components import schedules as schedules_module
 from components.spec import Window, load_stack_file
 from lambdas.rotation import handler as rotation_handler
 from policies.rules import evaluate_recording
@@ -620,6 +621,14 @@ def test_scheduler_role_statements(record_case: Any) -> None:
             "Resource": [topic],
         },
         {
+            "Sid": "EncryptTeardownWarnings",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [
+                f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{one(recording, 'aws:kms/key:Key').id}"
+            ],
+        },
+        {
             "Sid": "RotateAfterClose",
             "Effect": "Allow",
             "Action": ["secretsmanager:RotateSecret"],
@@ -647,6 +656,67 @@ def test_scheduler_role_without_held_back_rotation(record_case: Any) -> None:
             "aws:secretsmanager/secret:Secret",
         ).state["arn"]
     ]
+
+
+def test_scheduler_statements_with_topic_key() -> None:
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:ps-spring-alerts"
+    calendar_function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ps-spring-calendar"
+    arns = {
+        "calendar": calendar_function,
+        "topic": topic,
+        "topic_key": key,
+        "secrets": [],
+        "rotation_functions": [],
+    }
+
+    assert schedules_module.scheduler_statements(arns) == [
+        {
+            "Sid": "InvokeCalendar",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [calendar_function],
+        },
+        {
+            "Sid": "WarnBeforeTeardown",
+            "Effect": "Allow",
+            "Action": ["sns:Publish"],
+            "Resource": [topic],
+        },
+        {
+            "Sid": "EncryptTeardownWarnings",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [key],
+        },
+    ]
+
+
+def test_scheduler_statements_without_topic_key() -> None:
+    arns = {
+        "calendar": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ps-spring-calendar",
+        "topic": "arn:aws:sns:us-east-1:444455556666:drops-oncall",
+        "topic_key": None,
+        "secrets": [],
+        "rotation_functions": [],
+    }
+
+    sids = [statement["Sid"] for statement in schedules_module.scheduler_statements(arns)]
+    assert sids == ["InvokeCalendar", "WarnBeforeTeardown"]
+
+
+def test_scheduler_role_uses_alert_topic_key(recorded: Any) -> None:
+    recording = recorded("lisbon-popup")
+    key = one(recording, "aws:kms/key:Key")
+    policy = named(recording, "lisbon-popup-27-calendar-scheduler-policy")
+    by_sid = {statement["Sid"]: statement for statement in statements(policy.inputs["policy"])}
+
+    assert by_sid.get("EncryptTeardownWarnings") == {
+        "Sid": "EncryptTeardownWarnings",
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+        "Resource": [f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key.id}"],
+    }
 
 
 def test_calendar_lambda_role_statements(recorded: Any) -> None:

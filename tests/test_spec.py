@@ -626,8 +626,8 @@ def test_plain_kubeconfig_rejected(tmp_path: Path) -> None:
         (
             [{"s3": "http://127.0.0.1:5000"}],
             "is true but aws:endpoints does not list appconfig, cloudwatch, dynamodb, iam, "
-            "lambda, logs, secretsmanager, sns, sqs, sts; point every service the stack uses "
-            "at the emulator",
+            "kms, lambda, logs, secretsmanager, sns, sqs, sts; point every service the stack "
+            "uses at the emulator",
         ),
         (
             ["http://127.0.0.1:5000"],

@@ -14,7 +14,7 @@ from typing import Any
 import pulumi_aws
 import pytest
 
-from components.naming import RULES, NameRule
+from components.naming import RULES, NameRule, kms_alias
 from popstack.mockrun import RecordedResource
 from popstack.plan import physical_name
 
@@ -66,7 +66,10 @@ AWS_NAME_RULES: dict[str, NameRule] = {
     "aws:scheduler/schedule:Schedule": RULES["scheduler"],
     "aws:ec2/securityGroup:SecurityGroup": RULES["ec2sg"],
     "aws:cloudwatch/logGroup:LogGroup": LOG_GROUP_RULE,
+    # The rule covers the part after "alias/".
+    "aws:kms/alias:Alias": RULES["kms"],
 }
+KMS_ALIAS = "aws:kms/alias:Alias"
 # AppConfig environment and profile names are unique only within their application.
 APPCONFIG_CHILDREN = (
     "aws:appconfig/environment:Environment",
@@ -170,6 +173,10 @@ def test_names_within_service_limits(recorded: Any, stack: str) -> None:
             rule, name = RULES["cronjob"], resource.inputs["metadata"]["name"]
         elif is_kubernetes_object(resource):
             rule, name = RULES["k8s"], resource.inputs["metadata"]["name"]
+        elif resource.type == KMS_ALIAS:
+            alias = physical_name(resource)
+            assert alias.startswith("alias/ps-"), f"{resource.urn}: alias {alias!r}"
+            rule, name = RULES["kms"], alias.removeprefix("alias/")
         else:
             rule, name = AWS_NAME_RULES[resource.type], physical_name(resource)
         if "namePrefix" in resource.inputs:
@@ -226,3 +233,11 @@ def test_events_differing_in_id_share_no_name(same_event_twice: tuple[Any, Any])
     assert second.outputs["eventId"] == "spring-orders"
     assert len(first_names) == len(second_names) > 40
     assert first_names & second_names == set()
+
+
+def test_kms_alias_name_and_limit() -> None:
+    # KMS takes alias names of up to 256 characters, "alias/" included.
+    assert kms_alias("lisbon-popup-27", "alerts") == "alias/ps-lisbon-popup-27-alerts"
+    assert len(kms_alias("e", "a" * 245)) == 256
+    with pytest.raises(ValueError, match="KMS alias name 'ps-e-a+' is 251 characters"):
+        kms_alias("e", "a" * 246)

@@ -356,7 +356,7 @@ def _min_available_findings(
 
 
 def check_autoscaler_headroom(view: ResourceView, settings: EventSettings) -> list[Finding]:
-    """Report an HPA whose maxReplicas is far above what the event's peakRps needs."""
+    """Report an HPA whose maxReplicas is below, or far above, what the event's peakRps needs."""
     if view.type not in HPA_TYPES:
         return []
     maximum = view.get("spec", "maxReplicas")
@@ -378,6 +378,17 @@ def check_autoscaler_headroom(view: ResourceView, settings: EventSettings) -> li
                 f"maxReplicas {maximum} is more than {thresholds.max_replica_headroom:g} times "
                 f"the {needed} replicas that peakRps {settings.peak_rps} needs at "
                 f"{thresholds.rps_per_replica:g} requests/s per replica; lower "
+                "checkout.maxReplicas, or set rpsPerReplica in the policy config to the "
+                "load-tested rate",
+            )
+        ]
+    if maximum < needed:
+        return [
+            violation(
+                view,
+                f"maxReplicas {maximum} is below the {needed} replicas that peakRps "
+                f"{settings.peak_rps} needs at {thresholds.rps_per_replica:g} requests/s per "
+                "replica, so checkout cannot scale to the expected peak; raise "
                 "checkout.maxReplicas, or set rpsPerReplica in the policy config to the "
                 "load-tested rate",
             )

@@ -179,7 +179,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "hpa-max-replicas",
-        "An HPA's maxReplicas stays within a multiple of the replicas peakRps needs.",
+        "An HPA's maxReplicas covers the replicas peakRps needs, within a multiple of them.",
         ADVISORY,
         check_resource=check_autoscaler_headroom,
         config=("peakRps", "rpsPerReplica", "maxReplicaHeadroom"),

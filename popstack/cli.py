@@ -222,17 +222,16 @@ def runbook(
     try:
         if to is not None:
             runbooks.check_directory(to)
-        stack_file = load_stack_file(stack_path(stack))
     except runbooks.RunbookError as error:
         raise fail(escape(str(error))) from None
-    except SpecError as error:
-        errors.print(str(error), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    # load_all prints the same placeholder warning as `plan` and `validate`; the page
+    # lists the keys too.
+    [stack_file] = load_all([stack])
     try:
         runbooks.check_stack(stack_file)
     except runbooks.RunbookError as error:
         raise fail(escape(str(error))) from None
-    problem: str | None = "popstack runbook ran with --no-outputs"
+    problem: str | None = runbooks.NO_OUTPUTS_REASON
     stack_outputs: dict = {}
     if outputs:
         stack_outputs, problem = runbooks.read_outputs(runbooks.make_engine(), stack_file.stack)

@@ -42,6 +42,7 @@ flags_app = typer.Typer(
 
 StackArgument = Annotated[str, typer.Argument(help="The stack whose flags to read or change.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing.")]
 
 
 def _open(stack: str) -> tuple[FlagStore, EventSpec | None]:
@@ -232,13 +233,23 @@ def set_command(
         str | None,
         typer.Option(help="Why; kept with the change in the audit log that teardown exports."),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before changing.")] = False,
+    yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Change flags in one new AppConfig version and deploy it at once; no Pulumi update."""
 
     def prepare() -> tuple[FlagStore, EventSpec | None, dict[str, bool], str]:
         text = check_reason(reason)
+        # The form and the values first, so a typo is reported without any AWS call. The
+        # valid keys then come from the stack file, which the engine reads without the CLI.
+        try:
+            parse_assignments(assignments, None)
+        except FlagError as error:
+            offline = _spec(shared.make_engine(), stack)
+            if offline is None:
+                raise
+            keys = ", ".join(flag_names(flag_document(offline)))
+            raise FlagError(f"{error}\nvalid flags: {keys}") from None
         store, spec = _open(stack)
         valid = flag_names(store.latest().document)
         return store, spec, parse_assignments(assignments, valid), text
@@ -347,12 +358,13 @@ def _now_text() -> str:
 
 
 @flags_app.command("sync")
-def sync_command(stack: StackArgument) -> None:
+def sync_command(stack: StackArgument, yes: YesOption = False, as_json: JsonOption = False) -> None:
     """Add the stack file's new flags to AppConfig and drop removed ones; live values stay.
 
     `popstack up` does this after every successful update; run it after a plain
     `pulumi up`.
     """
+    shared._confirm(yes, f"Bring the AppConfig flags of stack {stack} to its stack file's schema?")
 
     def run() -> tuple[int, list[str], list[str]]:
         store, spec = _open(stack)
@@ -364,6 +376,10 @@ def sync_command(stack: StackArgument) -> None:
         return sync_schema(store, spec, actor(shared.make_clients()("sts")))
 
     version, added, removed = _errors(run)
+    if as_json:
+        payload = {"stack": stack, "version": version or None, "added": added, "removed": removed}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
     if not version:
         shared.console.print("the flag schema is current; nothing changed", highlight=False)
         return

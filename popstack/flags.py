@@ -45,11 +45,12 @@ def parse_value(flag: str, text: str) -> bool:
     )
 
 
-def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, bool]:
+def parse_assignments(items: Sequence[str], valid: Sequence[str] | None) -> dict[str, bool]:
     """Parse `KEY=VALUE` arguments against the stack's flag keys.
 
     Every problem is collected, so one run names each bad argument; the error lists
-    the valid keys.
+    the valid keys. With ``valid`` None, only the form and the values are checked,
+    which needs no AWS call.
     """
     if not items:
         raise FlagError("no flag given; write KEY=on or KEY=off, for example checkout_enabled=off")
@@ -62,7 +63,7 @@ def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, b
         if not sep or not key:
             problems.append(f"{item!r} is not KEY=VALUE; write for example checkout_enabled=off")
             continue
-        if key not in valid:
+        if valid is not None and key not in valid:
             if key in unknown:
                 continue
             unknown.add(key)
@@ -78,7 +79,8 @@ def parse_assignments(items: Sequence[str], valid: Sequence[str]) -> dict[str, b
         except FlagError as error:
             problems.append(str(error))
     if problems:
-        problems.append("valid flags: " + ", ".join(valid))
+        if valid is not None:
+            problems.append("valid flags: " + ", ".join(valid))
         raise FlagError("\n".join(problems))
     return values
 

@@ -353,6 +353,7 @@ def deploy(
             f"could not export the state of stack {stack}, so no checkpoint was saved and "
             f"nothing was changed: {error}",
             EXIT_FAILED,
+            details={"updated": False},
         ) from None
     checkpoint = _new_checkpoint(
         stack,
@@ -368,7 +369,9 @@ def deploy(
     try:
         store.save(checkpoint)
     except CheckpointError as error:
-        raise LifecycleError(f"{error}; nothing was deployed", EXIT_FAILED) from None
+        raise LifecycleError(
+            f"{error}; nothing was deployed", EXIT_FAILED, details={"updated": False}
+        ) from None
 
     try:
         result = engine.up(stack, on_output=on_output)
@@ -1091,17 +1094,30 @@ def apply_promotion(
     """Check the target's change freeze, write the promoted stack file and run a
     checkpointed update of the target stack."""
     emergency = check_promotion_freeze(promotion, project_dir, store, emergency, now)
-    write_stack_document(stack_file_path(project_dir, promotion.target_stack), promotion.document)
-    return deploy(
-        promotion.target_stack,
-        project_dir=project_dir,
-        engine=engine,
-        store=store,
-        operation="promote",
-        on_output=on_output,
-        now=now,
-        emergency=emergency,
-    )
+    path = stack_file_path(project_dir, promotion.target_stack)
+    original = path.read_bytes()
+    write_stack_document(path, promotion.document)
+    try:
+        return deploy(
+            promotion.target_stack,
+            project_dir=project_dir,
+            engine=engine,
+            store=store,
+            operation="promote",
+            on_output=on_output,
+            now=now,
+            emergency=emergency,
+        )
+    except LifecycleError as error:
+        if error.details.get("updated") is False:
+            # No update ran, so the target's stack file goes back to what it was.
+            path.write_bytes(original)
+            raise LifecycleError(
+                f"{error}; {path.relative_to(project_dir)} is restored",
+                error.exit_code,
+                error.details,
+            ) from None
+        raise
 
 
 # --- expiry ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
+import markupsafe
 
 from components.calendar import rotates_after_close, rotation_after_close, teardown_warnings
 from components.flags import ENVIRONMENT, PROFILE, flag_document, location_flag
@@ -39,7 +40,8 @@ from components.naming import physical_name
 from components.receipts import RECEIPTS_PREFIX
 from components.spec import Contact, EventSpec, StackFile
 from popstack.checkpoints import CheckpointError, check_stack_name
-from popstack.engine import SECRET_MASK, AutomationEngine, Engine, EngineError
+from popstack.engine import CLI_MISSING, SECRET_MASK, AutomationEngine, Engine, EngineError
+from popstack.scaffold import PLACEHOLDER, placeholder_keys
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FORMATS = ("md", "html")
@@ -89,6 +91,13 @@ REASONS = {
     ("elevated_sampling", "off"): "tracing done",
 }
 
+# The reason the source sentence gives when `popstack runbook --no-outputs` ran. Text
+# between backticks in a reason renders as code.
+NO_OUTPUTS_REASON = "`popstack runbook` ran with `--no-outputs`"
+
+# A `code span` in a reason or sentence that the templates render as code.
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
 
 class RunbookError(Exception):
     """A stack file value the runbook cannot use, or a --to directory it cannot write to.
@@ -133,6 +142,9 @@ def read_outputs(engine: Engine, stack: str) -> tuple[dict[str, Any], str | None
     try:
         outputs = dict(engine.outputs(stack))
     except EngineError as error:
+        if str(error) == CLI_MISSING:
+            # The engine's message ends with advice for `plan` that does not fit a runbook.
+            return {}, "the Pulumi CLI is not on PATH, so the stack outputs could not be read"
         return {}, f"the stack outputs could not be read: {error}"
     if not outputs:
         return {}, f"stack {stack} has no outputs yet: it has not been deployed"
@@ -320,7 +332,20 @@ def _contact(contact: Contact) -> dict[str, Any]:
     }
 
 
+def inline_parts(text: str) -> list[dict[str, Any]]:
+    """Split text into parts to print as written and `code spans` to print as code.
+
+    Each part is {"text": ..., "code": bool}; the code parts lose their backticks.
+    """
+    parts = []
+    for index, piece in enumerate(_CODE_SPAN.split(text)):
+        if piece:
+            parts.append({"text": piece, "code": index % 2 == 1})
+    return parts
+
+
 def _source_sentence(stack: str, values: StackValues) -> str:
+    """Return where the page's values came from, with command names as `code spans`."""
     if values.source == "outputs":
         return f"Names and ids on this page come from the outputs of stack {stack}."
     plan_keys = ", ".join(key for key in OUTPUT_KEYS if key not in values.from_outputs)
@@ -330,9 +355,16 @@ def _source_sentence(stack: str, values: StackValues) -> str:
             f"except {plan_keys}, which come from the plan because the outputs lack them."
         )
     reason = values.outputs_problem or "the stack outputs contain none of these names"
+    if reason == NO_OUTPUTS_REASON:
+        skipped = f"Names on this page come from the plan, because {reason}, "
+        skipped += "which skips reading the stack outputs. "
+    else:
+        skipped = (
+            f"Names on this page come from the plan, because {reason}. "
+            "`popstack runbook --no-outputs` skips reading the stack outputs. "
+        )
     return (
-        f"Names on this page come from the plan, because {reason}. "
-        f"Replace {ACCOUNT_PLACEHOLDER} with the AWS account id of the stack. "
+        f"{skipped}Replace {ACCOUNT_PLACEHOLDER} with the AWS account id of the stack. "
         "The AppConfig ids are known only after the stack is deployed."
     )
 
@@ -361,6 +393,27 @@ def _flags(stack: str, spec: EventSpec, console_url: str | None) -> list[dict[st
             }
         )
     return flags
+
+
+def _calendar_alarm(stack: str, spec: EventSpec) -> dict[str, Any]:
+    """Describe the calendar alarm: its name, the calendar Lambda's log group, and the
+    `popstack flags set` commands that make each calendar action by hand.
+
+    The handler (lambdas/calendar/handler.py) turns elevated_sampling on at doors open,
+    and checkout_enabled and elevated_sampling off at doors close.
+    """
+    return {
+        "name": physical_name(spec.id, "alarm", "calendar-errors"),
+        "log_group": f"/aws/lambda/{physical_name(spec.id, 'lambda', 'calendar')}",
+        "doors_open_command": (
+            f"popstack flags set {shell_word(stack)} elevated_sampling=on "
+            '--reason "doors-open action failed"'
+        ),
+        "doors_close_command": (
+            f"popstack flags set {shell_word(stack)} checkout_enabled=off elevated_sampling=off "
+            '--reason "doors-close action failed"'
+        ),
+    }
 
 
 def _receipt_example(spec: EventSpec) -> list[str]:
@@ -516,7 +569,9 @@ def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any
         "emulator": spec.emulator,
         "emulator_endpoint": next(iter(endpoints.values()), None),
         "source": values.source,
-        "source_sentence": _source_sentence(stack, values),
+        "source_parts": inline_parts(_source_sentence(stack, values)),
+        "placeholder": PLACEHOLDER,
+        "placeholder_keys": placeholder_keys(stack_file),
         "flags": flags,
         "flag": by_key,
         "locations": [
@@ -564,6 +619,8 @@ def runbook_context(stack_file: StackFile, values: StackValues) -> dict[str, Any
             "cache_throttling": physical_name(spec.id, "alarm", "cache-throttling"),
             "checkout_errors": physical_name(spec.id, "alarm", "checkout-errors"),
         },
+        # components/schedules.py creates this alarm in every stack, emulator stacks too.
+        "calendar_alarm": _calendar_alarm(stack, spec),
         "cache_max_ecpu": spec.cache.max_ecpu_per_second,
         "dead_letter_command": (
             f"{aws_command(endpoints, 'sqs')} sqs receive-message --queue-url "
@@ -661,6 +718,30 @@ def markdown_url(value: object) -> Markdown:
     return Markdown(_URL_UNSAFE.sub(_percent_encode, str(value)))
 
 
+def markdown_inline(parts: list[Mapping[str, Any]]) -> Markdown:
+    """Return `inline_parts` output as Markdown: escaped text and code spans."""
+    rendered = []
+    for part in parts:
+        text = part["text"]
+        if part["code"]:
+            rendered.append(markdown_code(text))
+            continue
+        # markdown_text strips the spaces at the ends, which separate this part from the next.
+        leading = " " if text[:1].isspace() else ""
+        trailing = " " if text[-1:].isspace() and text.strip() else ""
+        rendered.append(leading + markdown_text(text) + trailing)
+    return Markdown("".join(rendered))
+
+
+def html_inline(parts: list[Mapping[str, Any]]) -> markupsafe.Markup:
+    """Return `inline_parts` output as HTML: escaped text and <code> elements."""
+    code = markupsafe.Markup("<code>{}</code>")
+    return markupsafe.Markup("").join(
+        code.format(part["text"]) if part["code"] else markupsafe.escape(part["text"])
+        for part in parts
+    )
+
+
 def _escape_markdown(value: object) -> object:
     """Escape every `{{ ... }}` value of the Markdown template that no filter made Markdown."""
     return value if isinstance(value, Markdown) else markdown_text(value)
@@ -685,7 +766,10 @@ def _environment(output_format: str) -> jinja2.Environment:
             cell_code=lambda value: markdown_code(value, table_cell=True),
             code_line=markdown_code_line,
             url=markdown_url,
+            inline=markdown_inline,
         )
+    else:
+        environment.filters["inline"] = html_inline
     return environment
 
 

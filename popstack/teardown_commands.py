@@ -123,7 +123,7 @@ def teardown(
     event_id: Annotated[
         str | None, typer.Option(help="Event id, with --exports-bucket, for the same case.")
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before destroying.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before destroying.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Close checkout, drain, export, reconcile, verify, revoke tokens, then destroy."""

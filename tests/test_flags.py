@@ -479,7 +479,7 @@ def test_sync_adds_a_new_location_and_keeps_flipped_values(event: DeployedEvent)
     number = control.add_version("popstack-schema")
     control._start_deployment(number, "popstack-schema: added location_pier_enabled", STARTED)
 
-    result = invoke("sync", STACK)
+    result = invoke("sync", STACK, "--yes")
 
     assert result.exit_code == 0, result.output
     assert "version 3: added location_pier_enabled, removed none" in result.output

@@ -886,6 +886,23 @@ def test_promote_rejects_policy_violation(
     assert engine.calls == []
 
 
+def test_promote_restores_target_file_when_no_update_ran(
+    repo: Repo, engine: RecordingEngine, cli: Callable[..., Any]
+) -> None:
+    stage_release(repo)
+    before = repo.read("stacks/Pulumi.prod.yaml")
+    engine.fail_next("exists", "the Pulumi CLI is not on PATH")
+
+    result = cli("promote", "staging", "prod", "--yes", "--json")
+
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error.startswith("could not export the state of stack prod")
+    assert error.endswith("; stacks/Pulumi.prod.yaml is restored")
+    assert repo.read("stacks/Pulumi.prod.yaml") == before
+    assert [call for call in engine.calls if call[0] == "up"] == []
+
+
 def test_promote_blocks_secure_key_across_salts(
     repo: Repo, engine: RecordingEngine, cli: Callable[..., Any]
 ) -> None:

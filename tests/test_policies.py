@@ -919,6 +919,20 @@ def test_hpa_far_above_peak_is_advice(lisbon: Recording) -> None:
     ]
 
 
+def test_hpa_below_peak_is_advice(lisbon: Recording) -> None:
+    # peakRps 120 at 50 requests/s per replica needs 3 replicas.
+    named(lisbon, "lisbon-popup-27-checkout-hpa").inputs["spec"]["maxReplicas"] = 2
+    result = only_failure(results_by_rule(lisbon, "lisbon-popup"))
+    assert result.rule == "hpa-max-replicas"
+    assert result.verdict == "advice"
+    assert result.messages == [
+        'HorizontalPodAutoscaler "lisbon-popup-27-checkout-hpa": maxReplicas 2 is below the 3 '
+        "replicas that peakRps 120 needs at 50 requests/s per replica, so checkout cannot "
+        "scale to the expected peak; raise checkout.maxReplicas, or set rpsPerReplica in the "
+        "policy config to the load-tested rate"
+    ]
+
+
 # --- unknown values -------------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ from components.flags import flag_document
 from components.spec import StackFile, load_stack_file
 from popstack import runbook
 from popstack.cli import app
-from popstack.engine import SECRET_MASK, RecordingEngine
+from popstack.engine import CLI_MISSING, SECRET_MASK, RecordingEngine
+from popstack.scaffold import write_stack_file
 from teardown.csvinput import InputError, InputFile, read_receipts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -402,6 +403,65 @@ def test_cli_engine_failure_falls_back() -> None:
     assert "come from the plan, because the stack outputs could not be read" in result.stdout
 
 
+def test_cli_without_pulumi_cli_sentence() -> None:
+    engine = deployed_engine()
+    engine.fail_next("outputs", CLI_MISSING)
+
+    result = invoke("lisbon-popup", engine=engine)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "note: the runbook uses the plan's values, because the Pulumi CLI is not on PATH, so "
+        "the stack outputs could not be read\n"
+    )
+    assert (
+        "\n\nNames on this page come from the plan, because the Pulumi CLI is not on PATH, so "
+        "the stack outputs could not be read. `popstack runbook --no-outputs` skips reading the "
+        "stack outputs. Replace \\<account-id\\> with the AWS account id of the stack. The "
+        "AppConfig ids are known only after the stack is deployed.\n\n" in result.stdout
+    )
+    assert "offline checks" not in result.stdout
+    assert "\\`" not in result.stdout
+
+
+CLI_MISSING_REASON = "the Pulumi CLI is not on PATH, so the stack outputs could not be read"
+
+
+def test_source_sentence_html_code() -> None:
+    values = runbook.stack_values(stack_file("lisbon-popup"), {}, CLI_MISSING_REASON)
+    html = runbook.render_runbook(stack_file("lisbon-popup"), values, "html")
+
+    assert (
+        '<p class="source" data-source="plan">Names on this page come from the plan, because '
+        "the Pulumi CLI is not on PATH, so the stack outputs could not be read. "
+        "<code>popstack runbook --no-outputs</code> skips reading the stack outputs. Replace "
+        "&lt;account-id&gt; with the AWS account id of the stack. The AppConfig ids are known "
+        "only after the stack is deployed.</p>\n" in html
+    )
+
+
+def test_source_sentence_no_outputs_html() -> None:
+    values = runbook.stack_values(stack_file("demo"), {}, runbook.NO_OUTPUTS_REASON)
+    html = runbook.render_runbook(stack_file("demo"), values, "html")
+
+    assert (
+        '<p class="source" data-source="plan">Names on this page come from the plan, because '
+        "<code>popstack runbook</code> ran with <code>--no-outputs</code>, which skips reading "
+        "the stack outputs. Replace &lt;account-id&gt; with the AWS account id of the stack. "
+        "The AppConfig ids are known only after the stack is deployed.</p>\n" in html
+    )
+
+
+def test_source_reason_backticks_as_code() -> None:
+    """Backticks in an engine message become code spans, and other markup stays escaped."""
+    values = runbook.stack_values(stack_file("demo"), {}, "run `pulumi login` *now*")
+    markdown = runbook.render_runbook(stack_file("demo"), values)
+    html = runbook.render_runbook(stack_file("demo"), values, "html")
+
+    assert "because run `pulumi login` \\*now\\*. `popstack runbook --no-outputs`" in markdown
+    assert "because run <code>pulumi login</code> *now*. <code>popstack runbook" in html
+
+
 def test_cli_undeployed_stack_falls_back() -> None:
     result = invoke("lisbon-popup", engine=RecordingEngine())
 
@@ -425,7 +485,12 @@ def test_cli_no_outputs_skips_engine() -> None:
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert engine.calls == []
-    assert "because popstack runbook ran with --no-outputs" in result.stdout
+    assert (
+        "Names on this page come from the plan, because `popstack runbook` ran with "
+        "`--no-outputs`, which skips reading the stack outputs. Replace \\<account-id\\> with "
+        "the AWS account id of the stack. The AppConfig ids are known only after the stack is "
+        "deployed.\n" in result.stdout
+    )
 
 
 def test_cli_without_pulumi_cli() -> None:
@@ -1061,6 +1126,241 @@ def test_cli_to_error_keeps_brackets(tmp_path: Path) -> None:
     assert f"--to {target} is a file" in result.stderr
 
 
+def new_event_file(directory: Path) -> Path:
+    """Write a stack file as `popstack new` does, with its default placeholder values."""
+    return write_stack_file(
+        directory / "Pulumi.new-shop.yaml",
+        locations=["alfama=Alfama kiosk"],
+        stack="new-shop",
+        event_id="new-shop",
+        title="New shop",
+        brand="CHANGE-ME brand",
+        owner="CHANGE-ME team",
+        cost_centre="CHANGE-ME",
+        currency="EUR",
+        region="eu-west-1",
+        opens="2027-05-01T10:00:00+01:00",
+        closes="2027-05-01T18:00:00+01:00",
+        time_zone="Europe/Lisbon",
+        peak_rps=50,
+        image="registry.example.com/change-me/checkout:1.0.0",
+        queue_type="standard",
+        alert_email="change-me@example.com",
+    )
+
+
+NEW_EVENT_PLACEHOLDERS = [
+    "popstack:alerts.email",
+    "popstack:brand",
+    "popstack:checkout.image",
+    "popstack:cluster.context",
+    "popstack:cluster.oidcProviderArn",
+    "popstack:cluster.oidcIssuer",
+    "popstack:cluster.vpcId",
+    "popstack:cluster.subnetIds[0]",
+    "popstack:costCentre",
+    "popstack:escalation[0].name",
+    "popstack:escalation[1].name",
+    "popstack:escalation[1].email",
+    "popstack:inventory.preSyncCommand[0]",
+    "popstack:owner",
+]
+
+
+def test_cli_placeholder_warning(tmp_path: Path) -> None:
+    path = new_event_file(tmp_path)
+
+    result = invoke(str(path), "--no-outputs")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"warning: {path} still has `popstack new` placeholder values at "
+        f"{', '.join(NEW_EVENT_PLACEHOLDERS)}; replace them before `popstack up`\n"
+    )
+
+
+def test_markdown_placeholder_box(tmp_path: Path) -> None:
+    path = new_event_file(tmp_path)
+
+    markdown = runbook.render_runbook(load_stack_file(path))
+
+    box = "".join(f"> - `{key}`\n" for key in NEW_EVENT_PLACEHOLDERS)
+    assert markdown.startswith(
+        "# Runbook: New shop (new-shop)\n\n"
+        "> [!WARNING]\n"
+        f"> **Not ready for staff.** {path} still has `CHANGE-ME` placeholder values from "
+        "`popstack new`, so contacts, names and commands on this page can be wrong. Replace "
+        "the values at these keys, then render the runbook again:\n"
+        ">\n"
+        f"{box}\n"
+        "Stack `new-shop` "
+    )
+
+
+def test_html_placeholder_box(tmp_path: Path) -> None:
+    path = new_event_file(tmp_path)
+
+    html = runbook.render_runbook(load_stack_file(path), output_format="html")
+
+    items = "".join(f"<li><code>{key}</code></li>\n" for key in NEW_EVENT_PLACEHOLDERS)
+    assert (
+        "<h1>Runbook: New shop (new-shop)</h1>\n"
+        '<div class="warning" id="placeholders" role="alert">\n'
+        f"<p><strong>Not ready for staff.</strong> {path} still has <code>CHANGE-ME</code> "
+        "placeholder values from <code>popstack new</code>, so contacts, names and commands on "
+        "this page can be wrong. Replace the values at these keys, then render the runbook "
+        f"again:</p>\n<ul>\n{items}</ul>\n</div>\n"
+        '<p class="meta">' in html
+    )
+
+
+@pytest.mark.parametrize("output_format", runbook.FORMATS)
+@pytest.mark.parametrize("stack", SAMPLE_STACKS)
+def test_sample_stack_no_placeholder_box(stack: str, output_format: str) -> None:
+    text = runbook.render_runbook(stack_file(stack), output_format=output_format)
+
+    assert "Not ready for staff" not in text
+    assert "[!WARNING]" not in text
+
+
+LISBON_LOCATION_STEP_MARKDOWN = """\
+1. If only one location fails, close that location until it works again:
+
+   - Chiado flagship:
+
+     ```sh
+     popstack flags set lisbon-popup location_chiado_enabled=off --reason "closing location chiado"
+     ```
+
+   - LX Factory stall:
+
+     ```sh
+     popstack flags set lisbon-popup location_lx_factory_enabled=off --reason "closing location lx-factory"
+     ```
+
+   - Alfama kiosk:
+
+     ```sh
+     popstack flags set lisbon-popup location_alfama_enabled=off --reason "closing location alfama"
+     ```
+1. If orders fail everywhere"""  # noqa: E501
+
+LISBON_LOCATION_STEP_HTML = """\
+<li><p>If only one location fails, close that location until it works again:</p>
+<ul>
+<li><p>Chiado flagship:</p>
+<pre><code>popstack flags set lisbon-popup location_chiado_enabled=off --reason &#34;closing location chiado&#34;</code></pre></li>
+<li><p>LX Factory stall:</p>
+<pre><code>popstack flags set lisbon-popup location_lx_factory_enabled=off --reason &#34;closing location lx-factory&#34;</code></pre></li>
+<li><p>Alfama kiosk:</p>
+<pre><code>popstack flags set lisbon-popup location_alfama_enabled=off --reason &#34;closing location alfama&#34;</code></pre></li>
+</ul></li>
+<li><p>If orders fail everywhere"""  # noqa: E501
+
+
+def test_markdown_close_location_blocks() -> None:
+    markdown = runbook.render_runbook(stack_file("lisbon-popup"))
+
+    assert LISBON_LOCATION_STEP_MARKDOWN in markdown
+
+
+def test_html_close_location_blocks() -> None:
+    html = runbook.render_runbook(stack_file("lisbon-popup"), output_format="html")
+
+    assert LISBON_LOCATION_STEP_HTML in html
+
+
+def test_markdown_close_location_one_per_block() -> None:
+    html = markdown_html(runbook.render_runbook(stack_file("lisbon-popup")))
+    section = html.split("<h2>Checkout fails</h2>")[1].split("<h2>")[0]
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", section, flags=re.DOTALL)
+    closing = [block for block in blocks if "location_" in block]
+
+    assert len(closing) == 3
+    for block in closing:
+        assert block.count("\n") == 1, block
+
+
+def test_markdown_calendar_alarm_row() -> None:
+    markdown = runbook.render_runbook(stack_file("lisbon-popup"))
+
+    assert (
+        '| `ps-lisbon-popup-27-checkout-errors` | Checkout returns errors: follow "Checkout '
+        'fails" above. |\n'
+        "| `ps-lisbon-popup-27-calendar-errors` | A scheduled doors-open or doors-close action "
+        "failed. Check the switches with `popstack flags show lisbon-popup` and set them by "
+        "hand. If doors-open failed, turn elevated sampling on with `popstack flags set "
+        'lisbon-popup elevated_sampling=on --reason "doors-open action failed"`. If '
+        "doors-close failed, turn checkout and elevated sampling off with `popstack flags set "
+        'lisbon-popup checkout_enabled=off elevated_sampling=off --reason "doors-close action '
+        'failed"`. `popstack flags set` does not change the X-Ray sampling rate, which the '
+        "action also sets, so tell the engineer on call, who reads the log group "
+        "`/aws/lambda/ps-lisbon-popup-27-calendar`. |\n\n## After the event" in markdown
+    )
+
+
+def test_html_calendar_alarm_row() -> None:
+    html = runbook.render_runbook(stack_file("lisbon-popup"), output_format="html")
+
+    assert (
+        '<tr><td data-label="alarm"><code>ps-lisbon-popup-27-calendar-errors</code></td>'
+        '<td data-label="what to do">A scheduled doors-open or doors-close action failed. '
+        "Check the switches with <code>popstack flags show lisbon-popup</code> and set them by "
+        "hand. If doors-open failed, turn elevated sampling on with <code>popstack flags set "
+        "lisbon-popup elevated_sampling=on --reason &#34;doors-open action failed&#34;</code>. "
+        "If doors-close failed, turn checkout and elevated sampling off with <code>popstack "
+        "flags set lisbon-popup checkout_enabled=off elevated_sampling=off --reason "
+        "&#34;doors-close action failed&#34;</code>. <code>popstack flags set</code> does not "
+        "change the X-Ray sampling rate, which the action also sets, so tell the engineer on "
+        "call, who reads the log group <code>/aws/lambda/ps-lisbon-popup-27-calendar</code>."
+        "</td></tr>\n</tbody>" in html
+    )
+
+
+def test_emulator_calendar_alarm_row() -> None:
+    """An emulator stack has the calendar Lambda and its alarm, but no schedules run it."""
+    markdown = runbook.render_runbook(stack_file("demo"))
+    html = runbook.render_runbook(stack_file("demo"), output_format="html")
+
+    assert (
+        "| `ps-demo-calendar-errors` | The calendar Lambda failed when someone invoked it by "
+        "hand. This stack has no schedules, so nothing runs it at doors open or close. Check "
+        "the switches with `popstack flags show demo` and set them by hand: at doors open "
+        '`popstack flags set demo elevated_sampling=on --reason "doors-open action failed"`, '
+        "at doors close `popstack flags set demo checkout_enabled=off elevated_sampling=off "
+        '--reason "doors-close action failed"`. |\n\n## After the event' in markdown
+    )
+    assert (
+        '<tr><td data-label="alarm"><code>ps-demo-calendar-errors</code></td>'
+        '<td data-label="what to do">The calendar Lambda failed when someone invoked it by '
+        "hand. This stack has no schedules, so nothing runs it at doors open or close. Check "
+        "the switches with <code>popstack flags show demo</code> and set them by hand: at doors "
+        "open <code>popstack flags set demo elevated_sampling=on --reason &#34;doors-open "
+        "action failed&#34;</code>, at doors close <code>popstack flags set demo "
+        "checkout_enabled=off elevated_sampling=off --reason &#34;doors-close action "
+        "failed&#34;</code>.</td></tr>\n</tbody>" in html
+    )
+    assert "X-Ray" not in markdown.split("## Dashboard and alarms")[1]
+
+
+@pytest.mark.parametrize("stack", SAMPLE_STACKS)
+def test_calendar_alarm_matches_program(stack: str) -> None:
+    """The runbook names the alarm components/schedules.py creates in this stack's plan."""
+    from popstack.plan import build_plan
+
+    plan = build_plan(stack_file(stack), run_policies=False)
+    alarms = {
+        resource.inputs["name"]
+        for resource in plan.recording.resources
+        if resource.type == "aws:cloudwatch/metricAlarm:MetricAlarm"
+    }
+    markdown = runbook.render_runbook(stack_file(stack))
+
+    assert f"ps-{stack_file(stack).spec.id}-calendar-errors" in alarms
+    for alarm in alarms:
+        assert f"| `{alarm}` |" in markdown
+
+
 def test_markdown_shows_account_placeholder() -> None:
     html = markdown_html(runbook.render_runbook(stack_file("lisbon-popup")))
 
@@ -1288,6 +1588,25 @@ def test_phone_emulator_has_no_console(phone_page: Any) -> None:
     assert "local AWS emulator" in phone_page.inner_text("body")
 
 
+def test_phone_placeholder_box_on_top(browser: Any, tmp_path: Path) -> None:
+    page_path = tmp_path / "new-shop.html"
+    page_path.write_text(
+        runbook.render_runbook(load_stack_file(new_event_file(tmp_path)), output_format="html"),
+        encoding="utf-8",
+    )
+    page = open_page(browser, page_path, **PHONE)
+    box = page.locator("#placeholders")
+    box_top = box.bounding_box()["y"]
+    first_section_top = page.locator("main section").first.bounding_box()["y"]
+
+    assert box.is_visible()
+    assert box_top < 844
+    assert box_top < first_section_top
+    assert box.locator("li").all_inner_texts() == NEW_EVENT_PLACEHOLDERS
+    assert horizontal_overflow(page) == []
+    page.context.close()
+
+
 @pytest.fixture
 def print_page(browser: Any, html_pages: dict[str, Path]) -> Iterator[Any]:
     page = open_page(browser, html_pages["lisbon-popup-deployed"])
@@ -1349,3 +1668,16 @@ def test_bootstrap_installs_chromium() -> None:
 
     assert syntax.returncode == 0, syntax.stderr
     assert re.search(r"apt-get install -y\S* .*\bchromium\b", script.read_text(encoding="utf-8"))
+
+
+def test_terminals_section_blocks_hold_one_command() -> None:
+    """Copying a block from a phone must not close and reopen a location at once."""
+    text = runbook.render_runbook(stack_file("lisbon-popup"))
+    section = text.split("## Terminals at a location are slow")[1].split("\n## ")[0]
+    blocks = re.findall(r"```sh\n(.*?)\n\s*```", section, flags=re.DOTALL)
+
+    assert [len(block.strip().splitlines()) for block in blocks] == [1] * 7
+    assert blocks[1].strip() == (
+        "popstack flags set lisbon-popup location_chiado_enabled=off "
+        '--reason "closing location chiado"'
+    )

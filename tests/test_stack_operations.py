@@ -387,7 +387,7 @@ def test_sampling_rule_scoped_to_event(
 # --- checkout scaling ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stack", "low", "high"), [("lisbon-popup", 2, 6), ("flash-drop", 8, 60)])
+@pytest.mark.parametrize(("stack", "low", "high"), [("lisbon-popup", 2, 6), ("flash-drop", 8, 90)])
 def test_autoscaler_bounds_from_spec(recorded: Any, stack: str, low: int, high: int) -> None:
     recording = recorded(stack)
     autoscaler = one(recording, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")

@@ -601,3 +601,83 @@ def test_unknown_key_given_twice_is_reported_once() -> None:
         "'nope' is not a flag of this stack",
         "valid flags: checkout_enabled",
     ]
+
+
+def test_up_syncs_the_flag_schema_after_a_good_update(
+    event: DeployedEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.spec import spec_from_config
+    from popstack import lifecycle_commands
+    from popstack.engine import OperationResult
+    from popstack.lifecycle import DeployOutcome
+    from tests.test_lifecycle import make_checkpoint
+
+    control = event.control
+    monkeypatch.setattr(
+        lifecycle_commands,
+        "make_flag_store",
+        lambda outputs: FlagStore(
+            FlagTarget.from_outputs(outputs), event.clients["appconfig"], control.client
+        ),
+    )
+    config = {
+        key: entry.value if isinstance(entry.value, str) else json.dumps(entry.value)
+        for key, entry in event.engine.get_config(STACK).items()
+    }
+    locations = json.loads(config["popstack:locations"])
+    config["popstack:locations"] = json.dumps([*locations, {"id": "pier", "name": "Pier cart"}])
+    spec = spec_from_config(config, "test")
+    outcome = DeployOutcome(
+        make_checkpoint(STACK), OperationResult(True, "update", {}, "", event.outputs)
+    )
+    control._list_versions()
+    number = control.add_version("popstack-schema")
+    control._start_deployment(number, "popstack-schema: added location_pier_enabled", STARTED)
+
+    synced = lifecycle_commands._sync_flag_schema(STACK, outcome, spec)
+
+    assert synced == {
+        "synced": True,
+        "version": 2,
+        "added": ["location_pier_enabled"],
+        "removed": [],
+    }
+    assert json.loads(hosted(event, 2)["description"])["actor"] == "popstack up (rita)"
+    assert outcome.warnings == []
+    control.stubber.assert_no_pending_responses()
+
+
+def test_up_warns_when_the_schema_sync_fails(
+    event: DeployedEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from popstack import lifecycle_commands
+    from popstack.engine import OperationResult
+    from popstack.lifecycle import DeployOutcome
+    from tests.test_lifecycle import make_checkpoint
+
+    control = event.control
+    monkeypatch.setattr(
+        lifecycle_commands,
+        "make_flag_store",
+        lambda outputs: FlagStore(
+            FlagTarget.from_outputs(outputs), event.clients["appconfig"], control.client
+        ),
+    )
+    control.stubber.add_client_error(
+        "list_hosted_configuration_versions",
+        service_error_code="AccessDeniedException",
+        service_message="not allowed",
+        http_status_code=403,
+    )
+    outcome = DeployOutcome(
+        make_checkpoint(STACK), OperationResult(True, "update", {}, "", event.outputs)
+    )
+    spec = load_stack_file(Path("stacks/Pulumi.lisbon-popup.yaml")).spec
+
+    synced = lifecycle_commands._sync_flag_schema(STACK, outcome, spec)
+
+    assert synced == {"synced": False}
+    [warning] = outcome.warnings
+    assert warning.startswith("the flag schema was not brought up to date (")
+    assert "AccessDeniedException" in warning
+    assert warning.endswith(f"run `popstack flags sync {STACK}`")

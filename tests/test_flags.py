@@ -603,6 +603,19 @@ def test_unknown_key_given_twice_is_reported_once() -> None:
     ]
 
 
+def use_moto_for_up(event: DeployedEvent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give `popstack up`'s schema sync the event's moto and Stubber clients."""
+    from popstack import lifecycle_commands
+
+    monkeypatch.setattr(
+        lifecycle_commands,
+        "make_flag_store",
+        lambda outputs: FlagStore(
+            FlagTarget.from_outputs(outputs), event.clients["appconfig"], event.control.client
+        ),
+    )
+
+
 def test_up_syncs_the_flag_schema_after_a_good_update(
     event: DeployedEvent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -613,13 +626,7 @@ def test_up_syncs_the_flag_schema_after_a_good_update(
     from tests.test_lifecycle import make_checkpoint
 
     control = event.control
-    monkeypatch.setattr(
-        lifecycle_commands,
-        "make_flag_store",
-        lambda outputs: FlagStore(
-            FlagTarget.from_outputs(outputs), event.clients["appconfig"], control.client
-        ),
-    )
+    use_moto_for_up(event, monkeypatch)
     config = {
         key: entry.value if isinstance(entry.value, str) else json.dumps(entry.value)
         for key, entry in event.engine.get_config(STACK).items()
@@ -656,13 +663,7 @@ def test_up_warns_when_the_schema_sync_fails(
     from tests.test_lifecycle import make_checkpoint
 
     control = event.control
-    monkeypatch.setattr(
-        lifecycle_commands,
-        "make_flag_store",
-        lambda outputs: FlagStore(
-            FlagTarget.from_outputs(outputs), event.clients["appconfig"], control.client
-        ),
-    )
+    use_moto_for_up(event, monkeypatch)
     control.stubber.add_client_error(
         "list_hosted_configuration_versions",
         service_error_code="AccessDeniedException",

@@ -44,6 +44,10 @@ NAMESPACE = "popstack"
 MIN_YEAR = 2000
 MAX_YEAR = 2199
 
+# The longest pre-sync-to-close freeze: rotation days skip every UTC day it touches,
+# and a monthly rotation schedule needs some days left free.
+MAX_FREEZE = timedelta(days=28)
+
 # Secrets Manager accepts AutomaticallyAfterDays from 1 to 1000.
 MIN_ROTATION_DAYS = 1
 MAX_ROTATION_DAYS = 1000
@@ -145,6 +149,12 @@ class Window(_Model):
             raise ValueError(
                 f"{value!s} is outside the years {MIN_YEAR} to {MAX_YEAR}; check the date"
             )
+        if parsed.microsecond:
+            # Scheduler's at() takes whole seconds; a fraction would fire the schedule early.
+            raise ValueError(
+                f"{value!s} has a fraction of a second; give whole seconds, for example "
+                f"{parsed.replace(microsecond=0).isoformat()}"
+            )
         return parsed
 
     @field_validator("time_zone")
@@ -169,6 +179,15 @@ class Window(_Model):
                 ("window", "closes"),
                 f"closes ({self.closes.isoformat()}) is not after "
                 f"opens ({self.opens.isoformat()}); swap them or move closes later",
+            )
+        length = self.closes - self.pre_sync_starts
+        if length > MAX_FREEZE:
+            raise _FieldError(
+                ("window", "closes"),
+                f"pre-sync start to close is {length.days} days {length.seconds // 3600} h; "
+                f"popstack runs an event for at most {MAX_FREEZE.days} days from pre-sync "
+                "start to close, because secrets do not rotate in that time; close earlier, "
+                "shorten preSyncHours, or split the event into two stacks",
             )
         zone = ZoneInfo(self.time_zone)
         for edge in ("opens", "closes"):

@@ -27,6 +27,7 @@ the boto3 clients it is given.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class ChangeResult:
     deployment: int | None
     deployment_state: str | None
     redeployed: bool = False
+    missing: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -411,6 +413,7 @@ def set_flags(
     reason: str,
     label: str,
     clock: Callable[[], datetime] | None = None,
+    skip_missing: bool = False,
 ) -> ChangeResult:
     """Set flags in one new hosted version, with its audit record, and deploy it at once.
 
@@ -418,16 +421,24 @@ def set_flags(
     is left, nothing is written or deployed. If another writer created a version between
     this call's read and its write, the new version could undo that writer's change, so
     it is deleted and the change is made again on top of the newer version.
+
+    With ``skip_missing``, flags the document lacks are left out and named in the
+    result's ``missing`` instead of failing the whole change, so an automatic action
+    still sets the flags it can.
     """
     if not changes:
         raise FlagError("no flag given; name at least one as KEY=on or KEY=off")
     for _ in range(WRITE_ATTEMPTS):
         latest = store.latest()
-        old = {flag: flag_value(latest.document, flag) for flag in changes}
-        wanted = {flag: bool(value) for flag, value in changes.items() if old[flag] != value}
-        unchanged = tuple(sorted(flag for flag in changes if flag not in wanted))
+        names = flag_names(latest.document)
+        missing = tuple(sorted(f for f in changes if f not in names)) if skip_missing else ()
+        requested = {flag: value for flag, value in changes.items() if flag not in missing}
+        old = {flag: flag_value(latest.document, flag) for flag in requested}
+        wanted = {flag: bool(value) for flag, value in requested.items() if old[flag] != value}
+        unchanged = tuple(sorted(flag for flag in requested if flag not in wanted))
         if not wanted:
-            return _deploy_if_pending(store, latest.number, unchanged, label, actor)
+            result = _deploy_if_pending(store, latest.number, unchanged, label, actor)
+            return dataclasses.replace(result, missing=missing)
         record = AuditRecord(
             actor=actor,
             at=(clock or utc_now)().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -452,7 +463,9 @@ def set_flags(
     deployment = store.deploy(version, f"{label} by {actor}: {summary}")
     number, state = deployment if deployment else (None, None)
     result_changes = tuple(Change(flag, old[flag], value) for flag, value in sorted(wanted.items()))
-    return ChangeResult(result_changes, unchanged, latest.number, version, number, state)
+    return ChangeResult(
+        result_changes, unchanged, latest.number, version, number, state, missing=missing
+    )
 
 
 def _deploy_if_pending(

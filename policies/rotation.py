@@ -37,8 +37,17 @@ MAX_INTERVAL = timedelta(days=1000)
 # Four years hold a leap day and every month length, so every day-of-month gap shows up.
 HORIZON_DAYS = 4 * 366
 SCHEDULE_FIX = "components.calendar.rotation_schedule builds one"
-# The target of a Scheduler schedule that calls Secrets Manager's RotateSecret.
-ROTATE_SECRET_TARGET = ":aws-sdk:secretsmanager:rotateSecret"
+# Targets of a Scheduler schedule that change a secret's value: RotateSecret, and the
+# calls that write a value directly. Scheduler's universal target names end in the
+# API action; they are compared without case.
+SECRET_WRITE_TARGETS = (
+    ":aws-sdk:secretsmanager:rotatesecret",
+    ":aws-sdk:secretsmanager:putsecretvalue",
+    ":aws-sdk:secretsmanager:updatesecret",
+)
+# A scheduled rotation may run this long after it starts, as a rotation window does
+# (components.calendar.ROTATION_DURATION_HOURS).
+SCHEDULED_ROTATION_DURATION = timedelta(hours=3)
 
 
 def check_secret_rotation(views: list[ResourceView], settings: EventSettings) -> list[Finding]:
@@ -82,7 +91,7 @@ def check_scheduled_rotation(schedule: ResourceView, settings: EventSettings) ->
     zone = schedule.get("scheduleExpressionTimezone")
     if target is UNKNOWN:
         return [cannot_check(schedule, "target.arn is computed during the update")]
-    if not isinstance(target, str) or not target.endswith(ROTATE_SECRET_TARGET):
+    if not isinstance(target, str) or not target.lower().endswith(SECRET_WRITE_TARGETS):
         return []
     if expression is UNKNOWN or zone is UNKNOWN:
         return [cannot_check(schedule, "its schedule expression is computed during the update")]
@@ -108,12 +117,13 @@ def check_scheduled_rotation(schedule: ResourceView, settings: EventSettings) ->
     freeze = settings.freeze
     if freeze is None:
         return [cannot_check(schedule, f"the freeze: {settings.missing_window()}")]
-    if freeze[0] <= moment < freeze[1]:
+    if _overlaps((moment, moment + SCHEDULED_ROTATION_DURATION), freeze):
         return [
             violation(
                 schedule,
-                f"calls RotateSecret at {_utc(moment)}, inside the freeze from the pre-sync "
-                f"start {_utc(freeze[0])} to the close {_utc(freeze[1])}; {fix}",
+                f"changes a secret at {_utc(moment)}, and a rotation started then may run "
+                f"{SCHEDULED_ROTATION_DURATION.seconds // 3600} h, into the freeze from the "
+                f"pre-sync start {_utc(freeze[0])} to the close {_utc(freeze[1])}; {fix}",
             )
         ]
     return []

@@ -414,7 +414,12 @@ def test_open_after_close_is_skipped(control: Control, aws_client, monkeypatch) 
 def test_without_environment_or_sampling_rule(control: Control, aws_client, monkeypatch) -> None:
     # An emulator stack has no AppConfig environment and no sampling rule, so the
     # handler writes the version and neither deploys it nor calls X-Ray.
-    for name in ("FLAGS_ENVIRONMENT_ID", "FLAGS_STRATEGY_ID", "SAMPLING_RULE_NAME"):
+    for name in (
+        "FLAGS_ENVIRONMENT_ID",
+        "FLAGS_STRATEGY_ID",
+        "SAMPLING_RULE_NAME",
+        *handler.SAMPLING_SETTINGS,
+    ):
         monkeypatch.delenv(name)
     at(monkeypatch, AT_CLOSE)
     control.expect_write()
@@ -448,8 +453,33 @@ def test_invalid_event_rejected(control: Control, event: Any) -> None:
         ("FLAGS_PROFILE_ID", None, "FLAGS_PROFILE_ID is missing"),
         ("WINDOW_CLOSES", "2027-03-28T19:00:00", "is not an ISO 8601 time with a UTC offset"),
         ("SAMPLING_ELEVATED_RATE", "all", "SAMPLING_ELEVATED_RATE='all' is not a float"),
+        ("SAMPLING_BASE_RATE", "nan", "SAMPLING_BASE_RATE=nan is not a rate from 0 to 1"),
+        ("SAMPLING_ELEVATED_RATE", "7", "SAMPLING_ELEVATED_RATE=7.0 is not a rate from 0 to 1"),
+        ("SAMPLING_BASE_RESERVOIR", "-5", "SAMPLING_BASE_RESERVOIR=-5 is negative"),
+        (
+            "SAMPLING_RULE_NAME",
+            None,
+            "SAMPLING_RULE_NAME is missing but SAMPLING_BASE_RATE, SAMPLING_BASE_RESERVOIR, "
+            "SAMPLING_ELEVATED_RATE, SAMPLING_ELEVATED_RESERVOIR is set",
+        ),
+        (
+            "FLAGS_STRATEGY_ID",
+            None,
+            "FLAGS_ENVIRONMENT_ID and FLAGS_STRATEGY_ID must be set together",
+        ),
+        ("WINDOW_OPENS", "2027-03-29T10:00:00+01:00", "WINDOW_OPENS is not before WINDOW_CLOSES"),
     ],
-    ids=["missing", "no-offset", "not-a-number"],
+    ids=[
+        "missing",
+        "no-offset",
+        "not-a-number",
+        "rate-nan",
+        "rate-above-one",
+        "negative-reservoir",
+        "settings-without-rule",
+        "environment-without-strategy",
+        "opens-after-closes",
+    ],
 )
 def test_invalid_environment_rejected(
     control: Control, monkeypatch: pytest.MonkeyPatch, name: str, value: str | None, message: str
@@ -480,3 +510,36 @@ def test_handler_reads_config_as_deployed() -> None:
     assert config.target == FlagTarget("a", "p", None, None)
     assert config.closes == datetime(2027, 3, 28, 18, 0, tzinfo=UTC)
     assert config.sampling is None
+
+
+def test_close_sets_what_it_can_when_a_flag_is_missing(
+    control: Control, aws_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A console edit dropped elevated_sampling. Close must still turn checkout off and
+    # lower sampling, then fail so that the Lambda's error alarm fires.
+    appconfig = aws_client("appconfig")
+    target = {"ApplicationId": control.application_id, "ConfigurationProfileId": control.profile_id}
+    document = json.loads(
+        appconfig.get_hosted_configuration_version(**target, VersionNumber=1)["Content"].read()
+    )
+    del document["flags"]["elevated_sampling"]
+    del document["values"]["elevated_sampling"]
+    appconfig.create_hosted_configuration_version(
+        **target, Content=json.dumps(document).encode(), ContentType="application/json"
+    )
+    control.versions.append(2)
+    at(monkeypatch, AT_CLOSE)
+    version = control.expect_write()
+    control.expect_deployment(version, CLOSE_DEPLOYMENT)
+    control.expect_sampling(0.05, 5)
+
+    with pytest.raises(handler.CalendarError) as raised:
+        handler.handle({"action": "close"}, None)
+
+    control.assert_all_used()
+    assert str(raised.value) == (
+        "event lisbon-popup-27: close could not set elevated_sampling, missing from the "
+        "AppConfig flag profile; set them by hand with `popstack flags set`, or run "
+        "`popstack flags sync` to restore the schema"
+    )
+    assert hosted(control, aws_client, 3)["values"]["checkout_enabled"] is False

@@ -1008,12 +1008,36 @@ def test_rotation_schedule_inside_freeze(spring: tuple[Recording, Path]) -> None
 
     assert failures(recording, path) == {
         "secret-rotation": [
-            f'Schedule "{schedule.name}": calls RotateSecret at 2027-03-28T18:55:00Z, inside '
-            "the freeze from the pre-sync start 2027-03-27T23:00:00Z to the close "
-            "2027-03-28T19:00:00Z; schedule one at() rotation after the close "
-            "(components.schedules.EventCalendar does)"
+            f'Schedule "{schedule.name}": changes a secret at 2027-03-28T18:55:00Z, and a '
+            "rotation started then may run 3 h, into the freeze from the pre-sync start "
+            "2027-03-27T23:00:00Z to the close 2027-03-28T19:00:00Z; schedule one at() "
+            "rotation after the close (components.schedules.EventCalendar does)"
         ]
     }
+
+
+@pytest.mark.parametrize(
+    ("target", "expression"),
+    [
+        # One minute before the pre-sync start: the rotation would run into the freeze.
+        ("arn:aws:scheduler:::aws-sdk:secretsmanager:rotateSecret", "at(2027-03-27T22:59:00)"),
+        ("arn:aws:scheduler:::aws-sdk:secretsmanager:RotateSecret", "at(2027-03-28T12:00:00)"),
+        ("arn:aws:scheduler:::aws-sdk:secretsmanager:putSecretValue", "at(2027-03-28T12:00:00)"),
+        ("arn:aws:scheduler:::aws-sdk:secretsmanager:updateSecret", "at(2027-03-28T12:00:00)"),
+    ],
+    ids=["just-before-freeze", "capitalised", "put-secret-value", "update-secret"],
+)
+def test_secret_writes_near_the_freeze_are_rejected(
+    spring: tuple[Recording, Path], target: str, expression: str
+) -> None:
+    recording, path = spring
+    schedule = named(recording, f"{SPRING.event_id}-calendar-rotate-daily-token")
+    schedule.inputs["target"]["arn"] = target
+    schedule.inputs["scheduleExpression"] = expression
+
+    [message] = failures(recording, path)["secret-rotation"]
+
+    assert message.startswith(f'Schedule "{schedule.name}": changes a secret at ')
 
 
 def test_recurring_rotate_secret_schedule(spring: tuple[Recording, Path]) -> None:
@@ -1152,13 +1176,13 @@ def test_freeze_on_first_uses_next_day() -> None:
 
 
 def test_freeze_over_whole_month_rejected() -> None:
-    window = Window.model_validate(
-        {
-            "opens": "2027-05-01T00:00:00+00:00",
-            "closes": "2027-06-02T00:00:00+00:00",
-            "timeZone": "UTC",
-            "preSyncHours": 0,
-        }
+    # The spec rejects a freeze over 28 days; built without validation, the calendar
+    # still refuses to write a schedule with no free day.
+    window = Window.model_construct(
+        opens=datetime(2027, 5, 1, tzinfo=UTC),
+        closes=datetime(2027, 6, 2, tzinfo=UTC),
+        time_zone="UTC",
+        pre_sync_hours=0,
     )
 
     with pytest.raises(ValueError, match="touches every day of the month"):

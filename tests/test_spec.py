@@ -720,3 +720,32 @@ def test_contact_and_command_values_are_checked(
 
     [reported] = caught.value.problems
     assert problem in reported
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            'closes: "2027-03-28T19:00:00+01:00"',
+            'closes: "2027-04-26T19:00:00+01:00"',
+            "popstack:window.closes: pre-sync start to close is 31 days 14 h; popstack runs "
+            "an event for at most 28 days from pre-sync start to close, because secrets do "
+            "not rotate in that time; close earlier, shorten preSyncHours, or split the event "
+            "into two stacks",
+        ),
+        (
+            'opens: "2027-03-26T10:00:00+00:00"',
+            'opens: "2027-03-26T10:00:00.900+00:00"',
+            "popstack:window.opens: 2027-03-26T10:00:00.900+00:00 has a fraction of a second; "
+            "give whole seconds, for example 2027-03-26T10:00:00+00:00",
+        ),
+    ],
+)
+def test_window_length_and_precision(tmp_path: Path, old: str, new: str, problem: str) -> None:
+    path = write_variant(tmp_path, old, new)
+
+    with pytest.raises(SpecError) as caught:
+        load_stack_file(path)
+
+    [reported] = caught.value.problems
+    assert reported.endswith(problem)

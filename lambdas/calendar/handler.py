@@ -90,15 +90,28 @@ class CalendarConfig:
     def from_environment(cls, environ: Mapping[str, str]) -> CalendarConfig:
         """Read the configuration; raise CalendarError naming a missing or invalid variable."""
         sampling = None
+        settings = [name for name in SAMPLING_SETTINGS if environ.get(name)]
         if environ.get("SAMPLING_RULE_NAME"):
             sampling = Sampling(
                 rule_name=environ["SAMPLING_RULE_NAME"],
-                base_rate=_number(environ, "SAMPLING_BASE_RATE", float),
-                base_reservoir=_number(environ, "SAMPLING_BASE_RESERVOIR", int),
-                elevated_rate=_number(environ, "SAMPLING_ELEVATED_RATE", float),
-                elevated_reservoir=_number(environ, "SAMPLING_ELEVATED_RESERVOIR", int),
+                base_rate=_rate(environ, "SAMPLING_BASE_RATE"),
+                base_reservoir=_reservoir(environ, "SAMPLING_BASE_RESERVOIR"),
+                elevated_rate=_rate(environ, "SAMPLING_ELEVATED_RATE"),
+                elevated_reservoir=_reservoir(environ, "SAMPLING_ELEVATED_RESERVOIR"),
             )
-        return cls(
+        elif settings:
+            raise CalendarError(
+                f"environment variable SAMPLING_RULE_NAME is missing but {', '.join(settings)} "
+                "is set; redeploy the stack"
+            )
+        deploy_to = [environ.get("FLAGS_ENVIRONMENT_ID"), environ.get("FLAGS_STRATEGY_ID")]
+        if any(deploy_to) and not all(deploy_to):
+            raise CalendarError(
+                "environment variables FLAGS_ENVIRONMENT_ID and FLAGS_STRATEGY_ID must be set "
+                "together, or both left unset for a stack without an AppConfig environment; "
+                "redeploy the stack"
+            )
+        config = cls(
             event_id=_required(environ, "POPSTACK_EVENT_ID"),
             opens=_time(environ, "WINDOW_OPENS"),
             closes=_time(environ, "WINDOW_CLOSES"),
@@ -110,6 +123,35 @@ class CalendarConfig:
             ),
             sampling=sampling,
         )
+        if config.opens >= config.closes:
+            raise CalendarError(
+                "environment variable WINDOW_OPENS is not before WINDOW_CLOSES; redeploy the stack"
+            )
+        return config
+
+
+SAMPLING_SETTINGS = (
+    "SAMPLING_BASE_RATE",
+    "SAMPLING_BASE_RESERVOIR",
+    "SAMPLING_ELEVATED_RATE",
+    "SAMPLING_ELEVATED_RESERVOIR",
+)
+
+
+def _rate(environ: Mapping[str, str], name: str) -> float:
+    value = _number(environ, name, float)
+    if not 0.0 <= value <= 1.0:  # Also rejects NaN, which compares false.
+        raise CalendarError(
+            f"environment variable {name}={value!r} is not a rate from 0 to 1; redeploy the stack"
+        )
+    return value
+
+
+def _reservoir(environ: Mapping[str, str], name: str) -> int:
+    value = _number(environ, name, int)
+    if value < 0:
+        raise CalendarError(f"environment variable {name}={value} is negative; redeploy the stack")
+    return value
 
 
 def _required(environ: Mapping[str, str], name: str) -> str:
@@ -195,7 +237,15 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
         changes = {"checkout_enabled": False, "elevated_sampling": False}
         reason = f"doors close at {config.closes.isoformat()}"
     store = make_flag_store(config.target)
-    result = set_flags(store, changes, actor=ACTOR, reason=reason, label=LABEL_CALENDAR, clock=now)
+    result = set_flags(
+        store,
+        changes,
+        actor=ACTOR,
+        reason=reason,
+        label=LABEL_CALENDAR,
+        clock=now,
+        skip_missing=True,
+    )
     deployment = (result.deployment, result.deployment_state)
     if result.changed:
         logger.info(
@@ -234,6 +284,14 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
 
     if config.sampling is not None:
         summary["sampling"] = set_sampling(config, action)
+    if result.missing:
+        # Raised after the flags that exist and the sampling are set, so the Lambda's
+        # error alarm fires while the rest of the action has taken effect.
+        raise CalendarError(
+            f"event {config.event_id}: {action} could not set {', '.join(result.missing)}, "
+            "missing from the AppConfig flag profile; set them by hand with "
+            "`popstack flags set`, or run `popstack flags sync` to restore the schema"
+        )
     return summary
 
 

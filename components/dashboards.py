@@ -122,10 +122,12 @@ class Dashboards(pulumi.ComponentResource):
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{name}-board",
             dashboard_name=context.name("cloudwatch", "board"),
+            # Every alarm of the event, the calendar's too, which components.schedules
+            # creates later under the name that alarm_arns derives.
             dashboard_body=pulumi.Output.all(*[a.arn for a in self.alarms]).apply(
                 lambda arns: render_json(
                     "cloudwatch_dashboard.json.j2",
-                    alarm_arns=sorted(arns),
+                    alarm_arns=sorted(set(arns) | set(alarm_arns(context))),
                     **self._template_values(context, targets),
                 )
             ),

@@ -225,17 +225,14 @@ def test_dashboard_body_names_resources(recorded: Any, stack: str) -> None:
     dashboard = one(recording, "aws:cloudwatch/dashboard:Dashboard")
     queues = [q.inputs["name"] for q in recording.of_type("aws:sqs/queue:Queue")]
     cache = one(recording, "aws:elasticache/serverlessCache:ServerlessCache")
-    # The board shows the alarms of the dashboards part; the calendar's is not on it.
-    alarms = [
-        a.state["arn"]
-        for a in recording.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
-        if a.parent == dashboard.parent
-    ]
+    # The board shows every alarm of the event: the dashboards part's four and the
+    # calendar's.
+    alarms = [a.state["arn"] for a in recording.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")]
 
     body = json.loads(dashboard.inputs["dashboardBody"])
 
     names = metric_strings(body)
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     assert len(queues) == 2
     for name in [*queues, cache.inputs["name"]]:
         assert name in names, f"{dashboard.urn} does not chart {name}"

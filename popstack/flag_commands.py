@@ -14,7 +14,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.table import Table
 
-from components.flags import flag_document
+from components.flag_schema import flag_document
 from components.spec import NAMESPACE, EventSpec, SpecError, spec_from_config
 from lambdas.flagstore import (
     LABEL_FLAG,

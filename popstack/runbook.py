@@ -35,7 +35,7 @@ import jinja2
 import markupsafe
 
 from components.calendar import rotates_after_close, rotation_after_close, teardown_warnings
-from components.flags import ENVIRONMENT, PROFILE, flag_document, location_flag
+from components.flag_schema import ENVIRONMENT, PROFILE, flag_document, location_flag
 from components.naming import physical_name
 from components.receipts import RECEIPTS_PREFIX
 from components.spec import Contact, EventSpec, StackFile

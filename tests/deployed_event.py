@@ -30,7 +30,7 @@ from botocore.stub import Stubber
 from rich.console import Console
 
 from components.dashboards import render_json
-from components.flags import PROFILE, PROFILE_TYPE, flag_document
+from components.flag_schema import PROFILE, PROFILE_TYPE, flag_document
 from components.spec import spec_from_config
 from lambdas.flagstore import serialise
 from popstack.engine import RecordingEngine, read_config_entries

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from components.flags import PROFILE, PROFILE_TYPE, flag_document
+from components.flag_schema import PROFILE, PROFILE_TYPE, flag_document
 from components.spec import load_stack_file
 from lambdas.calendar import handler
 from lambdas.flagstore import FlagError, FlagStore, FlagTarget, serialise

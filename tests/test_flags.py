@@ -19,7 +19,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from components.flags import flag_document
+from components.flag_schema import flag_document
 from components.spec import load_stack_file
 from lambdas.flagstore import (
     LABEL_FLAG,

@@ -22,7 +22,7 @@ import pytest
 from markdown_it import MarkdownIt
 from typer.testing import CliRunner
 
-from components.flags import flag_document
+from components.flag_schema import flag_document
 from components.spec import StackFile, load_stack_file
 from popstack import runbook
 from popstack.cli import app

@@ -51,8 +51,7 @@ from lambdas.flagstore import (
     FlagTarget,
     HostedVersion,
     audit_log,
-    flag_value,
-    with_flags,
+    set_flags,
 )
 from teardown import aws
 from teardown.bundle import json_bytes, read_manifest, verify, write_bundle
@@ -325,36 +324,21 @@ class Teardown:
             # Saved before the flip, so a resumed run keeps the first close time.
             state.closed_at = _iso(self.clock())
             self.store.save(state)
-        store = self.flag_store()
-        latest = store.latest()
-        if flag_value(latest.document, CHECKOUT_FLAG):
-            record = AuditRecord(
-                actor=TEARDOWN_ACTOR,
-                at=state.closed_at,
-                reason=f"teardown of stack {self.stack}",
-                changes={CHECKOUT_FLAG: (True, False)},
-            )
-            version = store.create(
-                with_flags(latest.document, {CHECKOUT_FLAG: False}),
-                LABEL_TEARDOWN,
-                record.description(),
-            )
+        # set_flags also deploys a version that an interrupted run wrote but never deployed.
+        result = set_flags(
+            self.flag_store(),
+            {CHECKOUT_FLAG: False},
+            actor=TEARDOWN_ACTOR,
+            reason=f"teardown of stack {self.stack}",
+            label=LABEL_TEARDOWN,
+            clock=lambda: datetime.fromisoformat(state.closed_at),
+        )
+        version = result.version if result.changed else result.base_version
+        deployment = result.deployment
+        if result.changed:
             action = f"created version {version} with checkout off"
         else:
-            version = latest.number
             action = f"version {version} already has checkout off"
-        deployment = None
-        if store.target.environment_id is not None:
-            started = [
-                item
-                for item in store.deployments()
-                if item.get("ConfigurationVersion") == str(version)
-            ]
-            if started:
-                deployment = int(started[-1]["DeploymentNumber"])
-            else:
-                number_state = store.deploy(version, f"teardown of stack {self.stack}")
-                deployment = number_state[0] if number_state else None
         state.flag_version = version
         state.flag_deployment = deployment
         where = (

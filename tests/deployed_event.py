@@ -314,13 +314,29 @@ class AppConfigControl:
         return number
 
     def expect_close(self, checkout_on: bool) -> None:
-        """Queue step close: list versions, list deployments, start one when needed."""
+        """Queue step close, which is `set_flags` with checkout off.
+
+        With checkout on, that writes a version and deploys it; with checkout already
+        off, it lists deployments and deploys the latest version only if none has.
+        """
+        if checkout_on:
+            self.expect_flip(
+                "popstack-teardown by popstack teardown: checkout_enabled off",
+                CLOSED_AT,
+                label="popstack-teardown",
+                reads=1,
+            )
+            return
         self._list_versions()
-        version = self.add_version("popstack-teardown") if checkout_on else self.versions[-1]
-        number = version if isinstance(version, int) else version["number"]
         self._list_deployments()
+        number = self.versions[-1]["number"]
         if not any(item["version"] == number for item in self.deployments):
-            self._start_deployment(number, f"teardown of stack {STACK}", CLOSED_AT)
+            self._start_deployment(
+                number,
+                f"popstack-teardown by popstack teardown: deploy version {number}, "
+                "never deployed",
+                CLOSED_AT,
+            )
 
     def expect_export(self) -> None:
         self._list_versions()

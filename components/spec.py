@@ -44,7 +44,7 @@ NAMESPACE = "popstack"
 MIN_YEAR = 2000
 MAX_YEAR = 2199
 
-# The longest pre-sync-to-close freeze: rotation days skip every UTC day it touches,
+# The maximum pre-sync-to-close freeze. Rotation days skip every UTC day it touches,
 # and a monthly rotation schedule needs some days left free.
 MAX_FREEZE = timedelta(days=28)
 
@@ -298,8 +298,8 @@ class Flags(_Model):
     offline_receipts_allowed: bool = True
     elevated_sampling: bool = False
     locations: dict[str, bool] = Field(default_factory=dict)
-    # How often the checkout service asks AppConfig for the flags, so the longest
-    # time a flip takes to reach it. AppConfig's data API refuses less than 15 s.
+    # How often the checkout service polls AppConfig for the flags, so the maximum
+    # time a flip takes to reach it. AppConfig's data API accepts 15 s to 86400 s.
     poll_interval_seconds: int = Field(default=15, ge=15, le=3600)
 
 

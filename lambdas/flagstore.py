@@ -6,8 +6,8 @@ stack's all-at-once strategy. No Pulumi update and no code deploy is involved.
 
 The new version's description carries the audit record of the change: who made it,
 when, why, and each flag's old and new value. AppConfig stores it with the version,
-so a change cannot happen without its record, and teardown exports the records with
-the versions (`audit_log`).
+so a change made through this module cannot happen without its record. Teardown
+exports the records with the versions (`audit_log`).
 
 Every hosted version popstack writes carries a version label from ``POPSTACK_LABELS``.
 Only the initial version belongs to the Pulumi program; AppConfig rejects deleting a
@@ -434,18 +434,18 @@ def set_flags(
         missing = tuple(sorted(f for f in changes if f not in names)) if skip_missing else ()
         requested = {flag: value for flag, value in changes.items() if flag not in missing}
         old = {flag: flag_value(latest.document, flag) for flag in requested}
-        wanted = {flag: bool(value) for flag, value in requested.items() if old[flag] != value}
-        unchanged = tuple(sorted(flag for flag in requested if flag not in wanted))
-        if not wanted:
+        to_change = {flag: bool(value) for flag, value in requested.items() if old[flag] != value}
+        unchanged = tuple(sorted(flag for flag in requested if flag not in to_change))
+        if not to_change:
             result = _deploy_if_pending(store, latest.number, unchanged, label, actor)
             return dataclasses.replace(result, missing=missing)
         record = AuditRecord(
             actor=actor,
             at=(clock or utc_now)().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             reason=reason,
-            changes={flag: (old[flag], value) for flag, value in wanted.items()},
+            changes={flag: (old[flag], value) for flag, value in to_change.items()},
         )
-        version = store.create(with_flags(latest.document, wanted), label, record.description())
+        version = store.create(with_flags(latest.document, to_change), label, record.description())
         between = [
             summary["VersionNumber"]
             for summary in store.version_summaries()
@@ -459,10 +459,12 @@ def set_flags(
             f"other changes to the flags kept arriving while this one was written "
             f"({WRITE_ATTEMPTS} attempts); check `popstack flags show` and run the command again"
         )
-    summary = ", ".join(f"{flag} {_state(value)}" for flag, value in sorted(wanted.items()))
+    summary = ", ".join(f"{flag} {_state(value)}" for flag, value in sorted(to_change.items()))
     deployment = store.deploy(version, f"{label} by {actor}: {summary}")
     number, state = deployment if deployment else (None, None)
-    result_changes = tuple(Change(flag, old[flag], value) for flag, value in sorted(wanted.items()))
+    result_changes = tuple(
+        Change(flag, old[flag], value) for flag, value in sorted(to_change.items())
+    )
     return ChangeResult(
         result_changes, unchanged, latest.number, version, number, state, missing=missing
     )
@@ -514,8 +516,8 @@ def audit_log(
     The values come from the documents themselves, so a change made outside popstack (in
     the console, say) is listed too, with an unknown actor. The first version's values
     are listed with no old value: they are the stack file's initial values. An audit
-    record is read only from a version with a popstack label, and a value that is not
-    true or false is listed as None; an odd version never stops the log.
+    record is read only from a version with a popstack label. A value that is not true
+    or false is listed as None, so an odd version never stops the log.
     """
     deployed: dict[str, Mapping[str, Any]] = {}
     for item in deployments:

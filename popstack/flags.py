@@ -3,8 +3,8 @@
 The AppConfig reads and writes live in ``lambdas.flagstore``, which the stack's
 calendar Lambda shares.
 
-Who owns what: the Pulumi program owns the flag schema (which flags exist, their
-names and descriptions) and their initial values; operators own the live values.
+The Pulumi program owns the flag schema (which flags exist, their names and
+descriptions) and their initial values. Operators own the live values.
 The program writes only the initial hosted version and ignores later changes to it
 (components/flags.py), so `pulumi up` never deploys the stack file's values over an
 operator's flip. When the schema changes (a location added or removed),

@@ -210,9 +210,9 @@ def make_flag_store(outputs: dict[str, Any]) -> Any:
 def _sync_flag_schema(stack: str, outcome: DeployOutcome, spec: EventSpec) -> dict[str, Any]:
     """After a good update, bring AppConfig to the stack file's flag schema.
 
-    Never fails the command: the update itself succeeded, so a problem here becomes a
-    warning that names `popstack flags sync`. Skipped when the outputs name no flag
-    profile.
+    A failed AppConfig call does not fail the command, because the update itself
+    succeeded: it becomes a warning that names `popstack flags sync`. Skipped when the
+    outputs name no flag profile.
     """
     outputs = outcome.result.outputs
     if not outcome.ok or not outputs.get("flagsProfileId"):

@@ -878,10 +878,10 @@ FLAG_AUDIT_COLUMNS = (
 def flag_audit_csv(entries: Iterable[AuditEntry]) -> bytes:
     """Write the flag audit log as CSV, one row per flag change, oldest first.
 
-    old and new are on or off (old is empty for the initial values, and a value that is
-    not true or false in AppConfig is written as invalid); actor and reason
-    are redacted like other free text, and text that a spreadsheet would run as a
-    formula gets a leading apostrophe, as in the other CSV files.
+    old and new are on or off. old is empty for the initial values, and a value that
+    is not true or false in AppConfig is written as invalid. actor and reason are
+    redacted like other free text, and text that a spreadsheet would run as a formula
+    gets a leading apostrophe, as in the other CSV files.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator=CSV_LINE_END)
@@ -893,14 +893,20 @@ def flag_audit_csv(entries: Iterable[AuditEntry]) -> bytes:
             _no_formula(redact_text(entry.actor)[0]),
             _no_formula(redact_text(entry.reason)[0]),
             entry.flag,
-            "" if entry.old is None else ("on" if entry.old else "off"),
-            "invalid" if entry.new is None else ("on" if entry.new else "off"),
+            _switch_cell(entry.old, missing=""),
+            _switch_cell(entry.new, missing="invalid"),
             "" if entry.deployment is None else entry.deployment,
             entry.deployment_state or "",
             _no_formula(entry.label or ""),
         ]
         writer.writerow(row)
     return buffer.getvalue().encode("utf-8")
+
+
+def _switch_cell(value: bool | None, missing: str) -> str:
+    if value is None:
+        return missing
+    return "on" if value else "off"
 
 
 def _no_formula(text: str) -> str:

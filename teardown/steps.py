@@ -838,9 +838,9 @@ class Teardown:
 
         Every other version (operators' flips, the calendar's, teardown's own, any made
         in the console) would make AppConfig refuse to delete the profile. The program's
-        versions are read from the stack's state; a state without them (older resources
-        record no outputs) leaves the lowest-numbered version, which is the first one
-        `pulumi up` wrote.
+        versions are read from the stack's state. When the state records none (older
+        resources record no outputs), the lowest-numbered version is kept, because it is
+        the first one `pulumi up` wrote.
         """
         exported = self.engine.export_state(self.stack)
         deployment = exported.get("deployment", exported)

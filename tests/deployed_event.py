@@ -333,8 +333,7 @@ class AppConfigControl:
         if not any(item["version"] == number for item in self.deployments):
             self._start_deployment(
                 number,
-                f"popstack-teardown by popstack teardown: deploy version {number}, "
-                "never deployed",
+                f"popstack-teardown by popstack teardown: deploy version {number}, never deployed",
                 CLOSED_AT,
             )
 
@@ -350,9 +349,12 @@ class AppConfigControl:
     def expect_flip(
         self, description: str, started: datetime, label: str = "popstack-flag", reads: int = 2
     ) -> int:
-        """Queue a flag change: list versions ``reads`` times for the latest (`flags set`
-        reads it once to check the keys, then `set_flags` reads it), list again to check
-        that no other writer came between, then start a deployment of the new version."""
+        """Queue a flag change and start a deployment of the new version.
+
+        The latest version is listed ``reads`` times: `flags set` reads it once to check
+        the keys, then `set_flags` reads it. One more listing checks that no other writer
+        came between.
+        """
         for _ in range(reads):
             self._list_versions()
         number = self.add_version(label)

@@ -512,7 +512,7 @@ def test_handler_reads_config_as_deployed() -> None:
     assert config.sampling is None
 
 
-def test_close_sets_what_it_can_when_a_flag_is_missing(
+def test_close_with_missing_flag(
     control: Control, aws_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A console edit dropped elevated_sampling. Close must still turn checkout off and

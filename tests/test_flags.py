@@ -93,9 +93,7 @@ def changed_values(before: dict[str, Any], after: dict[str, Any]) -> dict[str, b
     }
 
 
-def test_set_writes_one_version_with_its_audit_record_and_deploys_it(
-    event: DeployedEvent, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_set_writes_audited_version(event: DeployedEvent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lambdas.flagstore.utc_now", lambda: STARTED)
     event.control.expect_flip(
         f"popstack-flag by {ACTOR}: checkout_enabled off", STARTED.replace(minute=1)
@@ -250,7 +248,7 @@ def test_set_without_yes_needs_a_terminal(event: DeployedEvent) -> None:
         hosted(event, 2)
 
 
-def test_a_version_written_in_between_is_not_undone(event: DeployedEvent) -> None:
+def test_set_retries_after_concurrent_write(event: DeployedEvent) -> None:
     """Another writer's version between the read and the write makes the change retry."""
     control = event.control
     store = FlagStore(
@@ -384,13 +382,13 @@ def test_reason_is_bounded() -> None:
         check_reason("x" * 501)
 
 
-def test_audit_record_over_appconfig_limit_is_refused_before_writing() -> None:
+def test_audit_record_over_limit() -> None:
     record = AuditRecord(actor="a", at="t", reason="x" * 1000, changes={"f": (True, False)})
     with pytest.raises(FlagError, match=r"over AppConfig's 1024-character limit"):
         record.description()
 
 
-def test_audit_log_compares_each_version_with_the_one_before() -> None:
+def test_audit_log_diffs_versions() -> None:
     def version(number: int, values: dict[str, bool], description: str) -> HostedVersion:
         document = {
             "flags": {key: {} for key in values},
@@ -424,7 +422,7 @@ def test_audit_log_compares_each_version_with_the_one_before() -> None:
 # --- who owns which values: the program the schema, operators the live values ----------
 
 
-def test_schema_update_keeps_live_values_and_adds_new_flags() -> None:
+def test_schema_update_keeps_live_values() -> None:
     spec = load_stack_file(Path("stacks/Pulumi.lisbon-popup.yaml")).spec
     program = flag_document(spec)
     live = json.loads(json.dumps(program))
@@ -463,7 +461,7 @@ def test_checkout_polls_at_the_configured_interval(recorded: Callable[..., Any])
     assert env["APPCONFIG_POLL_INTERVAL_SECONDS"] == "15"
 
 
-def test_sync_adds_a_new_location_and_keeps_flipped_values(event: DeployedEvent) -> None:
+def test_sync_adds_new_location(event: DeployedEvent) -> None:
     control = event.control
     control.expect_flip(f"popstack-flag by {ACTOR}: checkout_enabled off", STARTED)
     assert invoke("set", STACK, "checkout_enabled=off", "--yes").exit_code == 0
@@ -507,7 +505,7 @@ def test_malformed_audit_record_is_no_record(description: str) -> None:
     assert AuditRecord.parse(description) is None
 
 
-def test_audit_record_is_trusted_only_with_a_popstack_label() -> None:
+def test_audit_record_needs_popstack_label() -> None:
     forged = AuditRecord("rita", "2027-06-05T12:00:00Z", "approved", {"a": (True, False)})
     document = {"flags": {"a": {}}, "values": {"a": {"enabled": True}}}
     changed = {"flags": {"a": {}}, "values": {"a": {"enabled": False}}}
@@ -540,7 +538,7 @@ def test_audit_log_survives_odd_documents() -> None:
     ]
 
 
-def test_set_rejects_a_latest_version_with_a_text_boolean(event: DeployedEvent) -> None:
+def test_set_rejects_text_boolean(event: DeployedEvent) -> None:
     control = event.control
     document = hosted(event, 1)["document"]
     document["values"]["checkout_enabled"] = {"enabled": "false"}
@@ -616,9 +614,7 @@ def use_moto_for_up(event: DeployedEvent, monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
-def test_up_syncs_the_flag_schema_after_a_good_update(
-    event: DeployedEvent, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_up_syncs_flag_schema(event: DeployedEvent, monkeypatch: pytest.MonkeyPatch) -> None:
     from components.spec import spec_from_config
     from popstack import lifecycle_commands
     from popstack.engine import OperationResult
@@ -654,9 +650,7 @@ def test_up_syncs_the_flag_schema_after_a_good_update(
     control.stubber.assert_no_pending_responses()
 
 
-def test_up_warns_when_the_schema_sync_fails(
-    event: DeployedEvent, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_up_warns_on_failed_sync(event: DeployedEvent, monkeypatch: pytest.MonkeyPatch) -> None:
     from popstack import lifecycle_commands
     from popstack.engine import OperationResult
     from popstack.lifecycle import DeployOutcome

@@ -62,7 +62,7 @@ def test_doors_open_from_opens_up_to_closes(now: datetime, frozen: bool) -> None
     assert doors_open(AUTUMN, now) is frozen
 
 
-def test_refusal_names_both_edges_in_local_time_and_utc() -> None:
+def test_freeze_message_names_edges() -> None:
     with pytest.raises(FreezeError) as raised:
         check_freeze(
             "lisbon",
@@ -80,7 +80,7 @@ def test_refusal_names_both_edges_in_local_time_and_utc() -> None:
     )
 
 
-def test_an_emergency_breaks_the_freeze_and_is_returned() -> None:
+def test_freeze_emergency_is_returned() -> None:
     emergency = Emergency("payment provider changed its API", "rita")
     inside = datetime(2027, 10, 30, 12, 0, tzinfo=UTC)
     outside = datetime(2027, 11, 1, tzinfo=UTC)
@@ -185,7 +185,7 @@ def test_emergency_without_reason_changes_nothing(
     assert engine.calls == []
 
 
-def test_moving_the_window_in_the_stack_file_does_not_lift_the_freeze(
+def test_freeze_survives_moved_window(
     repo: Repo, engine: RecordingEngine, cli: Callable[..., Any], at: Callable[[datetime], None]
 ) -> None:
     at(SPRING_OPENS - timedelta(days=1))
@@ -220,7 +220,7 @@ def test_rollback_is_frozen_but_import_state_is_not(
     assert [call[0] for call in engine.calls].count("up") == 1
 
 
-def test_promote_into_an_open_event_is_refused_before_writing(
+def test_promote_frozen_before_writing(
     repo: Repo, engine: RecordingEngine, cli: Callable[..., Any], at: Callable[[datetime], None]
 ) -> None:
     at(SPRING_OPENS + timedelta(hours=1))

@@ -653,7 +653,7 @@ def test_id_with_trailing_newline_rejected(tmp_path: Path) -> None:
     assert "is not a DNS-1123 label" in caught.value.problems[0]
 
 
-def test_emulator_stack_sends_every_service_it_uses_to_the_emulator(
+def test_emulator_endpoints_cover_services(
     recorded: Callable[..., Any],
 ) -> None:
     """Each AWS module the demo program uses, and CloudWatch Logs for log groups, has an

@@ -138,10 +138,8 @@ def test_full_teardown_writes_expected_export(event: DeployedEvent, tmp_path: Pa
     assert totals == {"EUR": "28.90", "JPY": "5400", "KWD": "12.345", "USD": "15.00"}
 
 
-def test_teardown_after_many_flips_deletes_every_version_but_the_programs(
-    event: DeployedEvent, tmp_path: Path
-) -> None:
-    """AppConfig refuses to delete a profile with hosted versions left, whoever wrote them.
+def test_destroy_after_many_flips(event: DeployedEvent, tmp_path: Path) -> None:
+    """AppConfig rejects deleting a profile that has hosted versions, by any writer.
 
     60 flips, every third one made in the console without a label, so the listing spans
     two pages of 50.

@@ -915,6 +915,19 @@ EMULATOR_SERVICES = (
 )
 
 
+def spec_from_values(values: Mapping[str, Any], source: str) -> EventSpec:
+    """Build the spec from config values as a stack file gives them: objects, lists, text.
+
+    Keys outside the popstack namespace are ignored, as the program ignores them.
+    """
+    config = {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in values.items()
+        if key.startswith(f"{NAMESPACE}:")
+    }
+    return spec_from_config(config, source)
+
+
 def spec_from_config(config: Mapping[str, str], source: str) -> EventSpec:
     """Build the spec from Pulumi's flat config map (`popstack:key` -> JSON or text)."""
     values: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.table import Table
 
 from components.flag_schema import flag_document
-from components.spec import NAMESPACE, EventSpec, SpecError, spec_from_config
+from components.spec import EventSpec, SpecError, spec_from_values
 from lambdas.flagstore import (
     LABEL_FLAG,
     LABEL_SCHEMA,
@@ -58,12 +58,8 @@ def _open(stack: str) -> tuple[FlagStore, EventSpec | None]:
 
 def _spec(engine: Engine, stack: str) -> EventSpec | None:
     try:
-        config = {
-            key: entry.value if isinstance(entry.value, str) else json.dumps(entry.value)
-            for key, entry in engine.get_config(stack).items()
-            if key.startswith(f"{NAMESPACE}:")
-        }
-        return spec_from_config(config, f"config of stack {stack}")
+        values = {key: entry.value for key, entry in engine.get_config(stack).items()}
+        return spec_from_values(values, f"config of stack {stack}")
     except (SpecError, EngineError):
         return None
 

@@ -43,7 +43,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from components.spec import EXPORT_VERIFIED_KEY, NAMESPACE, EventSpec, spec_from_config
+from components.spec import EXPORT_VERIFIED_KEY, NAMESPACE, EventSpec, spec_from_values
 from lambdas.flagstore import (
     LABEL_TEARDOWN,
     AuditRecord,
@@ -292,12 +292,8 @@ class Teardown:
     def spec(self) -> EventSpec:
         """Read the event spec from the stack's config, as the Pulumi program does."""
         if self._spec is None:
-            config = {
-                key: entry.value if isinstance(entry.value, str) else json.dumps(entry.value)
-                for key, entry in self.engine.get_config(self.stack).items()
-                if key.startswith(f"{NAMESPACE}:")
-            }
-            self._spec = spec_from_config(config, f"config of stack {self.stack}")
+            values = {key: entry.value for key, entry in self.engine.get_config(self.stack).items()}
+            self._spec = spec_from_values(values, f"config of stack {self.stack}")
         return self._spec
 
     def flag_store(self) -> FlagStore:
